@@ -1,0 +1,4 @@
+//! Protocol-neutral generation core: one request type, a bounded queue, one engine thread.
+
+pub mod request;
+pub mod rng;

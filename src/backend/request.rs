@@ -1,0 +1,343 @@
+//! The one internal generation request every protocol face translates into, and the events the
+//! engine sends back. Nothing here knows about HTTP, JSON wire shapes or tensors.
+
+use std::fmt;
+
+/// Samplers, named as A1111 names them (the names every face accepts and the infotext writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SamplerKind {
+    Euler,
+    EulerAncestral,
+    Ddim,
+    DpmPp2m,
+    DpmPp2mSde,
+    Heun,
+    Lms,
+    UniPc,
+    Lcm,
+    Ddpm,
+}
+
+impl SamplerKind {
+    /// Every sampler with its A1111 display name and A1111 aliases, in A1111's list order.
+    pub const ALL: &'static [(SamplerKind, &'static str, &'static [&'static str])] = &[
+        (SamplerKind::DpmPp2m, "DPM++ 2M", &["k_dpmpp_2m"]),
+        (SamplerKind::DpmPp2mSde, "DPM++ 2M SDE", &["k_dpmpp_2m_sde"]),
+        (SamplerKind::EulerAncestral, "Euler a", &["k_euler_a", "k_euler_ancestral"]),
+        (SamplerKind::Euler, "Euler", &["k_euler"]),
+        (SamplerKind::Lms, "LMS", &["k_lms"]),
+        (SamplerKind::Heun, "Heun", &["k_heun"]),
+        (SamplerKind::Ddim, "DDIM", &["ddim"]),
+        (SamplerKind::UniPc, "UniPC", &["unipc"]),
+        (SamplerKind::Lcm, "LCM", &["k_lcm"]),
+        (SamplerKind::Ddpm, "DDPM", &["ddpm"]),
+    ];
+
+    /// The A1111 display name ("Euler a", "DPM++ 2M", ...).
+    pub fn a1111_name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map(|(_, n, _)| *n)
+            .unwrap_or("Euler")
+    }
+
+    /// Exact display name, or an alias, compared case-insensitively. `None` when unknown: each
+    /// face decides its own fallback (A1111 falls back silently, the native face answers 400).
+    pub fn from_name(name: &str) -> Option<SamplerKind> {
+        let wanted = name.trim();
+        Self::ALL.iter().find_map(|(k, n, aliases)| {
+            (n.eq_ignore_ascii_case(wanted) || aliases.iter().any(|a| a.eq_ignore_ascii_case(wanted)))
+                .then_some(*k)
+        })
+    }
+
+    /// Ancestral and SDE samplers draw fresh noise during sampling.
+    pub fn is_stochastic(self) -> bool {
+        matches!(self, SamplerKind::EulerAncestral | SamplerKind::DpmPp2mSde | SamplerKind::Lcm | SamplerKind::Ddpm)
+    }
+}
+
+impl fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.a1111_name())
+    }
+}
+
+/// Sigma/timestep schedules, named as A1111 names them ("Schedule type").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ScheduleKind {
+    /// The model's own schedule from its `scheduler_config.json`.
+    #[default]
+    Automatic,
+    Karras,
+    Exponential,
+    SgmUniform,
+}
+
+impl ScheduleKind {
+    pub const ALL: &'static [(ScheduleKind, &'static str, &'static str)] = &[
+        (ScheduleKind::Automatic, "automatic", "Automatic"),
+        (ScheduleKind::Karras, "karras", "Karras"),
+        (ScheduleKind::Exponential, "exponential", "Exponential"),
+        (ScheduleKind::SgmUniform, "sgm_uniform", "SGM Uniform"),
+    ];
+
+    /// The A1111 label ("Karras", "SGM Uniform", ...).
+    pub fn label(self) -> &'static str {
+        Self::ALL.iter().find(|(k, _, _)| *k == self).map(|(_, _, l)| *l).unwrap_or("Automatic")
+    }
+
+    /// The A1111 scheduler name ("karras", "sgm_uniform", ...).
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(k, _, _)| *k == self).map(|(_, n, _)| *n).unwrap_or("automatic")
+    }
+
+    /// A1111 name or label, case-insensitive (`SGMUniform` is A1111's alias of SGM Uniform).
+    pub fn from_name(name: &str) -> Option<ScheduleKind> {
+        let wanted = name.trim();
+        if wanted.eq_ignore_ascii_case("sgmuniform") {
+            return Some(ScheduleKind::SgmUniform);
+        }
+        Self::ALL
+            .iter()
+            .find(|(_, n, l)| n.eq_ignore_ascii_case(wanted) || l.eq_ignore_ascii_case(wanted))
+            .map(|(k, _, _)| *k)
+    }
+}
+
+/// Which random number generator makes the noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RngKind {
+    /// torch's CPU generator (MT19937 + torch's normal sampling), as diffusers and ComfyUI use.
+    #[default]
+    TorchCpu,
+    /// A1111's default "GPU" generator: Philox 4x32-10 as CUDA torch.randn draws it.
+    Philox,
+}
+
+/// Encoded output image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OutputFormat {
+    #[default]
+    Png,
+    /// JPEG with quality 1..=100.
+    Jpeg { quality: u8 },
+    /// WebP (quality 1..=100; 100 = lossless).
+    Webp { quality: u8 },
+}
+
+impl OutputFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Png => "png",
+            OutputFormat::Jpeg { .. } => "jpeg",
+            OutputFormat::Webp { .. } => "webp",
+        }
+    }
+
+    pub fn mime_type(self) -> &'static str {
+        match self {
+            OutputFormat::Png => "image/png",
+            OutputFormat::Jpeg { .. } => "image/jpeg",
+            OutputFormat::Webp { .. } => "image/webp",
+        }
+    }
+}
+
+/// When the engine sends preview images during sampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PreviewPolicy {
+    #[default]
+    None,
+    /// A cheap latent→RGB preview every N steps (N ≥ 1).
+    EveryNSteps(u32),
+}
+
+/// An RGB8 image, decoded and protocol-neutral (faces decode base64/multipart into this).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    /// Row-major RGB, 3 bytes per pixel.
+    pub pixels: Vec<u8>,
+}
+
+impl fmt::Debug for RgbImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RgbImage({}x{})", self.width, self.height)
+    }
+}
+
+/// A single-channel mask, white (255) = repaint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MaskImage {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Vec<u8>,
+}
+
+impl fmt::Debug for MaskImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MaskImage({}x{})", self.width, self.height)
+    }
+}
+
+/// Starting image for img2img / inpainting.
+#[derive(Debug, Clone)]
+pub struct InitImage {
+    pub image: RgbImage,
+    /// 0.0 = keep the image, 1.0 = ignore it entirely.
+    pub strength: f64,
+}
+
+/// Inpainting mask and how to treat it.
+#[derive(Debug, Clone)]
+pub struct MaskSpec {
+    pub mask: MaskImage,
+    /// Gaussian blur radius in pixels applied to the mask before use (A1111 `mask_blur`).
+    pub blur: u32,
+    /// Repaint the black area instead of the white one (A1111 `inpainting_mask_invert`).
+    pub invert: bool,
+}
+
+/// One request for images, whichever protocol it came from.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    /// Model id as the engine knows it; `None` = the loaded default model.
+    pub model: Option<String>,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub cfg_scale: f64,
+    /// `None` = pick a random seed; the seed used is always reported back.
+    pub seed: Option<u64>,
+    /// Image i uses seed + i with its own generator.
+    pub num_images: u32,
+    pub sampler: SamplerKind,
+    pub schedule: ScheduleKind,
+    pub rng: RngKind,
+    /// A1111 `CLIP_stop_at_last_layers`: 1 = last layer (no skip), 2 = penultimate, ...
+    pub clip_skip: u32,
+    pub init_image: Option<InitImage>,
+    pub mask: Option<MaskSpec>,
+    pub output_format: OutputFormat,
+    pub preview: PreviewPolicy,
+}
+
+impl GenerationRequest {
+    /// A txt2img request with the engine's defaults for everything but the prompt.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        GenerationRequest {
+            model: None,
+            prompt: prompt.into(),
+            negative_prompt: String::new(),
+            width: 512,
+            height: 512,
+            steps: 20,
+            cfg_scale: 7.5,
+            seed: None,
+            num_images: 1,
+            sampler: SamplerKind::Euler,
+            schedule: ScheduleKind::Automatic,
+            rng: RngKind::TorchCpu,
+            clip_skip: 1,
+            init_image: None,
+            mask: None,
+            output_format: OutputFormat::Png,
+            preview: PreviewPolicy::None,
+        }
+    }
+}
+
+/// One finished image.
+#[derive(Debug, Clone)]
+pub struct GeneratedImage {
+    /// Position in the request (0-based).
+    pub index: u32,
+    /// Encoded file bytes in the requested format.
+    pub bytes: Vec<u8>,
+    pub format: OutputFormat,
+    pub width: u32,
+    pub height: u32,
+    pub seed: u64,
+    /// The A1111 "parameters" infotext describing how this image was made.
+    pub infotext: String,
+}
+
+/// A preview of the job in progress.
+#[derive(Debug, Clone)]
+pub struct PreviewImage {
+    pub step: u32,
+    pub total: u32,
+    /// PNG bytes.
+    pub png: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Why a job failed. Faces map these onto their own error bodies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// The request cannot be served as asked (bad size for the model, missing init image, ...).
+    #[error("invalid request: {field}: {message}")]
+    InvalidRequest { field: String, message: String },
+    /// The model could not be loaded or is not available.
+    #[error("model unavailable: {0}")]
+    ModelUnavailable(String),
+    /// Something broke inside generation (a tensor error, a panic).
+    #[error("generation failed: {0}")]
+    Internal(String),
+}
+
+/// Progress of one job, in order: `Queued`, `Started`, (`Step` | `Preview`)*, `Image`+, then
+/// exactly one of `Done`, `Failed`, `Cancelled`.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    /// Accepted; `position` jobs are ahead of it (0 = next to run).
+    Queued { position: usize },
+    /// The engine took the job. `seed` is the resolved base seed.
+    Started { seed: u64, total_steps: u32 },
+    /// A sampling step finished (1-based `step` of `total` over the whole job).
+    Step { step: u32, total: u32 },
+    Preview(PreviewImage),
+    Image(GeneratedImage),
+    Done,
+    Failed(JobError),
+    Cancelled,
+}
+
+impl JobEvent {
+    /// True for the last event a job sends.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, JobEvent::Done | JobEvent::Failed(_) | JobEvent::Cancelled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_names_round_trip_and_aliases_resolve() {
+        for (kind, name, aliases) in SamplerKind::ALL {
+            assert_eq!(SamplerKind::from_name(name), Some(*kind));
+            for alias in *aliases {
+                assert_eq!(SamplerKind::from_name(alias), Some(*kind));
+            }
+        }
+        assert_eq!(SamplerKind::from_name("euler A"), Some(SamplerKind::EulerAncestral));
+        assert_eq!(SamplerKind::from_name("nope"), None);
+    }
+
+    #[test]
+    fn schedule_names_and_labels_resolve() {
+        assert_eq!(ScheduleKind::from_name("Karras"), Some(ScheduleKind::Karras));
+        assert_eq!(ScheduleKind::from_name("sgm_uniform"), Some(ScheduleKind::SgmUniform));
+        assert_eq!(ScheduleKind::from_name("SGMUniform"), Some(ScheduleKind::SgmUniform));
+        assert_eq!(ScheduleKind::SgmUniform.label(), "SGM Uniform");
+        assert_eq!(ScheduleKind::from_name("bogus"), None);
+    }
+}
