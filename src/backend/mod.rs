@@ -2,3 +2,6 @@
 
 pub mod request;
 pub mod rng;
+pub mod request_queue;
+pub mod generation_engine;
+pub mod models;

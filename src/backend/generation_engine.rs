@@ -1,0 +1,464 @@
+//! The one background worker that owns the models. It loads them off the async runtime, then takes
+//! jobs from the queue one at a time. A failing or panicking job fails alone; the engine keeps
+//! serving. Status (loading / idle / busy / error, current step) is shared for the faces' ready and
+//! progress endpoints.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::backend::request::{GenerationRequest, JobError, JobEvent, PreviewImage};
+use crate::backend::request_queue::{CancelToken, JobHandle, JobId, QueueError, QueuedJob, RequestQueue};
+
+/// How a job run ended, other than success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    Cancelled,
+    Failed(JobError),
+}
+
+impl From<JobError> for RunError {
+    fn from(e: JobError) -> Self {
+        RunError::Failed(e)
+    }
+}
+
+/// What a runner sees of the job it runs: the request, a way to report events, and the cancel
+/// flag to poll between steps.
+pub struct JobContext<'a> {
+    job: &'a QueuedJob,
+    status: &'a EngineStatus,
+}
+
+impl JobContext<'_> {
+    pub fn id(&self) -> &JobId {
+        &self.job.id
+    }
+
+    pub fn request(&self) -> &GenerationRequest {
+        &self.job.request
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.job.cancel.is_cancelled()
+    }
+
+    /// `Err(Cancelled)` once the job was cancelled: `ctx.check_cancelled()?` between steps.
+    pub fn check_cancelled(&self) -> Result<(), RunError> {
+        if self.is_cancelled() {
+            Err(RunError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Report an event to the job's listener, keeping the shared status in step.
+    pub fn emit(&self, event: JobEvent) {
+        self.status.observe(&self.job.id, &event);
+        self.job.emit(event);
+    }
+}
+
+/// The model side of the engine: runs one job to completion (emitting `Started`, `Step`,
+/// `Preview` and `Image` events). The engine itself sends the terminal event.
+pub trait JobRunner: Send + 'static {
+    /// Short id of the loaded model, for status reports.
+    fn model_id(&self) -> String;
+
+    fn run(&mut self, ctx: &JobContext<'_>) -> Result<(), RunError>;
+}
+
+/// Coarse engine state, as `/v1/ready` and A1111 progress report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineState {
+    Loading,
+    Idle,
+    Busy,
+    /// Loading failed; the message says what to do.
+    Error(String),
+    Stopped,
+}
+
+impl EngineState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            EngineState::Loading => "loading",
+            EngineState::Idle => "idle",
+            EngineState::Busy => "busy",
+            EngineState::Error(_) => "error",
+            EngineState::Stopped => "stopped",
+        }
+    }
+}
+
+/// The job the engine is running right now.
+#[derive(Debug, Clone)]
+pub struct CurrentJob {
+    pub id: JobId,
+    pub started: Instant,
+    pub step: u32,
+    pub total_steps: u32,
+    pub images_done: u32,
+    pub images_total: u32,
+    pub latest_preview: Option<PreviewImage>,
+}
+
+/// A consistent copy of the engine's status.
+#[derive(Debug, Clone)]
+pub struct StatusSnapshot {
+    pub state: EngineState,
+    pub model_id: Option<String>,
+    pub current: Option<CurrentJob>,
+    pub jobs_done: u64,
+}
+
+/// Shared, lock-protected status the engine updates and the faces read.
+#[derive(Debug)]
+pub struct EngineStatus {
+    inner: Mutex<StatusSnapshot>,
+}
+
+impl EngineStatus {
+    fn new() -> Self {
+        EngineStatus { inner: Mutex::new(StatusSnapshot { state: EngineState::Loading, model_id: None, current: None, jobs_done: 0 }) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StatusSnapshot> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn snapshot(&self) -> StatusSnapshot {
+        self.lock().clone()
+    }
+
+    fn set_state(&self, state: EngineState) {
+        self.lock().state = state;
+    }
+
+    fn observe(&self, id: &JobId, event: &JobEvent) {
+        let mut s = self.lock();
+        let Some(cur) = s.current.as_mut().filter(|c| &c.id == id) else {
+            return;
+        };
+        match event {
+            JobEvent::Started { total_steps, .. } => cur.total_steps = *total_steps,
+            JobEvent::Step { step, total } => {
+                cur.step = *step;
+                cur.total_steps = *total;
+            }
+            JobEvent::Preview(p) => cur.latest_preview = Some(p.clone()),
+            JobEvent::Image(_) => cur.images_done += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Handle to the running engine: submit jobs, cancel them, read status, shut down.
+pub struct GenerationEngine {
+    queue: Arc<RequestQueue>,
+    status: Arc<EngineStatus>,
+    running_cancel: Arc<Mutex<Option<(JobId, CancelToken)>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("the model is not available: {0}")]
+    ModelUnavailable(String),
+}
+
+impl GenerationEngine {
+    /// Start the worker thread. `load` runs on that thread (the caller's listener is already up)
+    /// and builds the runner that owns the models.
+    pub fn start<R, L>(queue_capacity: usize, load: L) -> Arc<Self>
+    where
+        R: JobRunner,
+        L: FnOnce() -> Result<R, String> + Send + 'static,
+    {
+        let queue = RequestQueue::new(queue_capacity);
+        let status = Arc::new(EngineStatus::new());
+        let running_cancel = Arc::new(Mutex::new(None));
+        let worker = {
+            let (queue, status, running_cancel) = (queue.clone(), status.clone(), running_cancel.clone());
+            std::thread::Builder::new()
+                .name("generation-engine".into())
+                .spawn(move || worker_loop(load, &queue, &status, &running_cancel))
+                .ok()
+        };
+        if worker.is_none() {
+            status.set_state(EngineState::Error("could not start the engine thread".into()));
+        }
+        Arc::new(GenerationEngine { queue, status, running_cancel, worker: Mutex::new(worker) })
+    }
+
+    /// Queue a request. Refused at once when the queue is full or the model failed to load.
+    pub fn submit(&self, request: GenerationRequest) -> Result<JobHandle, SubmitError> {
+        if let EngineState::Error(msg) = self.status.snapshot().state {
+            return Err(SubmitError::ModelUnavailable(msg));
+        }
+        Ok(self.queue.submit(request)?)
+    }
+
+    /// Cancel a waiting or running job. False when the engine does not hold it.
+    pub fn cancel(&self, id: &JobId) -> bool {
+        if self.queue.cancel_waiting(id) {
+            return true;
+        }
+        let running = self.running_cancel.lock().unwrap_or_else(|p| p.into_inner());
+        match running.as_ref() {
+            Some((running_id, token)) if running_id == id => {
+                token.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Cancel whatever is running now (A1111 interrupt). Returns its id if there was one.
+    pub fn cancel_running(&self) -> Option<JobId> {
+        let running = self.running_cancel.lock().unwrap_or_else(|p| p.into_inner());
+        running.as_ref().map(|(id, token)| {
+            token.cancel();
+            id.clone()
+        })
+    }
+
+    pub fn status(&self) -> StatusSnapshot {
+        self.status.snapshot()
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn queue_capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// Stop intake, cancel waiting and running jobs, and wait for the worker to exit.
+    pub fn shutdown(&self) {
+        self.queue.close();
+        self.cancel_running();
+        let handle = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        self.status.set_state(EngineState::Stopped);
+    }
+}
+
+fn worker_loop<R, L>(load: L, queue: &RequestQueue, status: &EngineStatus, running_cancel: &Mutex<Option<(JobId, CancelToken)>>)
+where
+    R: JobRunner,
+    L: FnOnce() -> Result<R, String>,
+{
+    let loaded = panic::catch_unwind(AssertUnwindSafe(load)).unwrap_or_else(|p| Err(format!("model loading panicked: {}", panic_message(&p))));
+    let mut runner = match loaded {
+        Ok(runner) => {
+            status.lock().model_id = Some(runner.model_id());
+            status.set_state(EngineState::Idle);
+            runner
+        }
+        Err(message) => {
+            tracing::error!(%message, "model loading failed");
+            status.set_state(EngineState::Error(message.clone()));
+            // Nothing can run: fail whatever was accepted while loading, then refuse new work.
+            queue.close_with(|job| job.emit(JobEvent::Failed(JobError::ModelUnavailable(message.clone()))));
+            return;
+        }
+    };
+
+    while let Some(job) = queue.next_job() {
+        *running_cancel.lock().unwrap_or_else(|p| p.into_inner()) = Some((job.id.clone(), job.cancel.clone()));
+        {
+            let mut s = status.lock();
+            s.state = EngineState::Busy;
+            s.current = Some(CurrentJob {
+                id: job.id.clone(),
+                started: Instant::now(),
+                step: 0,
+                total_steps: job.request.steps,
+                images_done: 0,
+                images_total: job.request.num_images,
+                latest_preview: None,
+            });
+        }
+        let span = tracing::info_span!("job", job_id = %job.id);
+        let _enter = span.enter();
+        let started = Instant::now();
+        let ctx = JobContext { job: &job, status };
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| runner.run(&ctx)))
+            .unwrap_or_else(|p| Err(RunError::Failed(JobError::Internal(format!("panic: {}", panic_message(&p))))));
+        let terminal = match outcome {
+            Ok(()) if job.cancel.is_cancelled() => JobEvent::Cancelled,
+            Ok(()) => JobEvent::Done,
+            Err(RunError::Cancelled) => JobEvent::Cancelled,
+            Err(RunError::Failed(e)) => {
+                tracing::warn!(error = %e, "job failed");
+                JobEvent::Failed(e)
+            }
+        };
+        tracing::info!(outcome = ?terminal_label(&terminal), elapsed_ms = started.elapsed().as_millis() as u64, "job finished");
+        *running_cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        {
+            let mut s = status.lock();
+            s.current = None;
+            s.jobs_done += 1;
+            s.state = EngineState::Idle;
+        }
+        job.emit(terminal);
+    }
+}
+
+fn terminal_label(event: &JobEvent) -> &'static str {
+    match event {
+        JobEvent::Done => "done",
+        JobEvent::Cancelled => "cancelled",
+        _ => "failed",
+    }
+}
+
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::request_queue::JobEventReceiver;
+
+    /// A runner that "samples" by sleeping per step, and panics or fails on request, so the
+    /// engine's own contract can be pinned down without loading a model.
+    struct StepRunner {
+        step_time: Duration,
+    }
+
+    impl JobRunner for StepRunner {
+        fn model_id(&self) -> String {
+            "step-runner".into()
+        }
+
+        fn run(&mut self, ctx: &JobContext<'_>) -> Result<(), RunError> {
+            match ctx.request().prompt.as_str() {
+                "panic" => panic!("injected fault"),
+                "fail" => return Err(JobError::Internal("injected failure".into()).into()),
+                _ => {}
+            }
+            let total = ctx.request().steps;
+            ctx.emit(JobEvent::Started { seed: 1, total_steps: total });
+            for step in 1..=total {
+                ctx.check_cancelled()?;
+                std::thread::sleep(self.step_time);
+                ctx.emit(JobEvent::Step { step, total });
+            }
+            Ok(())
+        }
+    }
+
+    fn engine(step_ms: u64, capacity: usize) -> Arc<GenerationEngine> {
+        GenerationEngine::start(capacity, move || Ok(StepRunner { step_time: Duration::from_millis(step_ms) }))
+    }
+
+    fn request(prompt: &str, steps: u32) -> GenerationRequest {
+        let mut r = GenerationRequest::new(prompt);
+        r.steps = steps;
+        r
+    }
+
+    fn events_until_terminal(rx: &mut JobEventReceiver) -> Vec<JobEvent> {
+        let mut out = Vec::new();
+        loop {
+            let ev = rx.blocking_recv().expect("engine must end every job with a terminal event");
+            let done = ev.is_terminal();
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_job_fails_alone_and_the_next_job_runs() {
+        let engine = engine(1, 4);
+        let mut bad = engine.submit(request("panic", 3)).expect("accepted");
+        let mut good = engine.submit(request("fine", 3)).expect("accepted");
+        let bad_events = events_until_terminal(&mut bad.events);
+        assert!(matches!(bad_events.last(), Some(JobEvent::Failed(JobError::Internal(m))) if m.contains("injected fault")));
+        let good_events = events_until_terminal(&mut good.events);
+        assert!(matches!(good_events.last(), Some(JobEvent::Done)));
+        assert_eq!(good_events.iter().filter(|e| matches!(e, JobEvent::Step { .. })).count(), 3);
+        engine.shutdown();
+    }
+
+    #[test]
+    fn cancel_mid_run_stops_within_one_step_and_frees_the_engine() {
+        let engine = engine(20, 4);
+        let mut long = engine.submit(request("long", 1000)).expect("accepted");
+        // Wait until it is running, then cancel.
+        loop {
+            if let Some(JobEvent::Step { .. }) = long.events.blocking_recv() {
+                break;
+            }
+        }
+        let cancelled_at = Instant::now();
+        assert!(engine.cancel(&long.id));
+        let rest = events_until_terminal(&mut long.events);
+        assert!(matches!(rest.last(), Some(JobEvent::Cancelled)));
+        let steps_after_cancel = rest.iter().filter(|e| matches!(e, JobEvent::Step { .. })).count();
+        assert!(steps_after_cancel <= 1, "ran {steps_after_cancel} steps after cancel");
+        assert!(cancelled_at.elapsed() < Duration::from_secs(5));
+        let mut next = engine.submit(request("next", 2)).expect("accepted");
+        assert!(matches!(events_until_terminal(&mut next.events).last(), Some(JobEvent::Done)));
+        engine.shutdown();
+    }
+
+    #[test]
+    fn a_full_queue_is_refused_with_its_capacity() {
+        let engine = engine(50, 1);
+        let mut running = engine.submit(request("a", 100)).expect("accepted");
+        // Let the engine take the first job so the queue is empty again.
+        while !matches!(running.events.blocking_recv(), Some(JobEvent::Started { .. })) {}
+        let _waiting = engine.submit(request("b", 1)).expect("one may wait");
+        assert_eq!(engine.submit(request("c", 1)).err(), Some(SubmitError::Queue(QueueError::Full { capacity: 1 })));
+        engine.shutdown();
+        assert!(matches!(events_until_terminal(&mut running.events).last(), Some(JobEvent::Cancelled)));
+    }
+
+    #[test]
+    fn a_failed_load_reports_error_and_fails_waiting_jobs() {
+        let engine = GenerationEngine::start::<StepRunner, _>(4, || {
+            std::thread::sleep(Duration::from_millis(50));
+            Err("no model at /nowhere; pass --model PATH".into())
+        });
+        let mut early = engine.submit(request("early", 1)).expect("accepted while loading");
+        assert!(matches!(
+            events_until_terminal(&mut early.events).last(),
+            Some(JobEvent::Failed(JobError::ModelUnavailable(m))) if m.contains("--model PATH")
+        ));
+        assert!(matches!(engine.status().state, EngineState::Error(_)));
+        assert!(matches!(engine.submit(request("late", 1)), Err(SubmitError::ModelUnavailable(_))));
+        engine.shutdown();
+    }
+
+    #[test]
+    fn status_tracks_the_running_job() {
+        let engine = engine(30, 2);
+        let mut job = engine.submit(request("s", 50)).expect("accepted");
+        while !matches!(job.events.blocking_recv(), Some(JobEvent::Step { step: 2, .. })) {}
+        let snap = engine.status();
+        assert_eq!(snap.state, EngineState::Busy);
+        let cur = snap.current.expect("a job is running");
+        assert_eq!(cur.id, job.id);
+        assert!(cur.step >= 2 && cur.total_steps == 50);
+        engine.shutdown();
+    }
+}

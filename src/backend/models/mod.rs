@@ -1,0 +1,3 @@
+//! Model families and networks, loaded from diffusers-layout folders.
+
+pub mod hub;
