@@ -1,4 +1,5 @@
 //! Protocol-neutral generation core: one request type, a bounded queue, one engine thread.
 
+pub mod models;
 pub mod request;
 pub mod rng;
