@@ -27,6 +27,10 @@ pub enum ModelError {
 
     #[error("bad config in {path}: {reason}")]
     BadConfig { path: PathBuf, reason: String },
+
+    /// A well-formed config describing something this server does not (yet) run.
+    #[error("unsupported or inconsistent model config: {reason}")]
+    Unsupported { reason: String },
 }
 
 impl ModelError {
@@ -42,6 +46,10 @@ impl ModelError {
             path: path.into(),
             source,
         }
+    }
+
+    pub fn unsupported(reason: impl Into<String>) -> Self {
+        Self::Unsupported { reason: reason.into() }
     }
 
     pub fn bad_config(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {

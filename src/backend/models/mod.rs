@@ -1,11 +1,13 @@
 //! Model code we own (no candle-transformers): where a model comes from, tokenizer, text
-//! encoders, UNet, VAE.
+//! encoders, UNet, VAE. Each network is built from its diffusers `config.json` and loaded from
+//! safetensors.
 
 pub mod clip_text;
 pub mod error;
 pub mod hub;
 pub mod text_conditioning;
 pub mod tokenizer;
+pub mod unet;
 
 #[cfg(test)]
 mod test_support;
