@@ -3,6 +3,7 @@
 pub mod generation_engine;
 pub mod models;
 pub mod request;
+pub mod request_limits;
 pub mod request_queue;
 pub mod rng;
 pub mod samplers;

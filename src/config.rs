@@ -1,0 +1,190 @@
+//! Command line and environment: one `Config` struct that everything else reads.
+//!
+//! The hive spawns us with exactly `--worker-id W --model M --device N --port P --queen-url URL`
+//! and reads `--model` back from `/proc/<pid>/cmdline`, so those flags keep rbee's names and take a
+//! separate value argument. Every flag has an environment twin for containers and systemd.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// The model served when none is given: small, fast, and public on the Hugging Face Hub.
+pub const DEFAULT_MODEL: &str = "stabilityai/sd-turbo";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable single lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Everything the worker is told at start-up.
+#[derive(Clone, Parser)]
+#[command(name = "sd-worker-rbee", version, about = "Stable Diffusion image-generation worker for rbee")]
+pub struct Config {
+    /// Worker id as rbee-hive names it (`worker-<device>-<port>`); defaults to `sd-worker-<port>`.
+    #[arg(long, env = "SD_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Hugging Face repo id (fetched into the HF cache), or a path to a diffusers folder.
+    #[arg(long, env = "SD_WORKER_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+
+    /// Accelerator ordinal (CUDA/Metal builds); the CPU build ignores it.
+    #[arg(long, env = "SD_WORKER_DEVICE", default_value_t = 0)]
+    pub device: u32,
+
+    /// Address to listen on; use 0.0.0.0 to accept connections from other machines.
+    #[arg(long, env = "SD_WORKER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    #[arg(long, env = "SD_WORKER_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// rbee queen to send heartbeats to (`--hive-url` is the legacy spelling); none = no heartbeats.
+    #[arg(long, alias = "hive-url", env = "SD_WORKER_QUEEN_URL")]
+    pub queen_url: Option<String>,
+
+    /// Bearer token(s) required on job routes; repeat the flag or give a comma list. None = open.
+    #[arg(long = "api-key", env = "LLORCH_API_TOKEN", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+
+    /// Hugging Face cache folder to read and download models into (default: `HF_HOME`/hub).
+    #[arg(long, env = "SD_WORKER_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// Jobs that may wait behind the running one before new jobs get 503.
+    #[arg(long, env = "SD_WORKER_QUEUE_CAPACITY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_capacity: u32,
+
+    /// Base URL clients reach this worker at (behind a proxy), used for absolute links.
+    #[arg(long, env = "SD_WORKER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    #[arg(long, value_enum, env = "SD_WORKER_LOG_FORMAT", default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// Print `release` or `debug` and exit (rbee's install check). Handled before parsing.
+    #[arg(long)]
+    pub build_info: bool,
+}
+
+// Hand-written so API keys never reach a log line.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("worker_id", &self.worker_id())
+            .field("model", &self.model)
+            .field("device", &self.device)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("queen_url", &self.queen_url)
+            .field("api_keys", &format_args!("{} key(s)", self.api_keys().len()))
+            .field("models_dir", &self.models_dir)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("public_url", &self.public_url)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+impl Config {
+    /// The id this worker reports in heartbeats.
+    pub fn worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| format!("sd-worker-{}", self.port))
+    }
+
+    /// Configured API keys, ignoring empty entries (`LLORCH_API_TOKEN=""` means no auth).
+    pub fn api_keys(&self) -> Vec<String> {
+        self.api_keys.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).map(str::to_string).collect()
+    }
+
+    /// A config with every default, for tests and embedding (ignores the environment).
+    pub fn defaults() -> Self {
+        Config {
+            worker_id: None,
+            model: DEFAULT_MODEL.to_string(),
+            device: 0,
+            host: "127.0.0.1".to_string(),
+            port: 8080,
+            queen_url: None,
+            api_keys: Vec::new(),
+            models_dir: None,
+            queue_capacity: 8,
+            public_url: None,
+            log_format: LogFormat::Pretty,
+            build_info: false,
+        }
+    }
+}
+
+/// `release` or `debug`, what rbee's lifecycle expects from `--build-info`.
+pub fn build_info() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+/// True when argv asks for `--build-info`: checked before clap so that no other (required or
+/// malformed) argument can stop the answer.
+pub fn wants_build_info<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(args: I) -> bool {
+    args.into_iter().skip(1).any(|a| a.as_ref() == "--build-info")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_exact_hive_spawn_line() {
+        let cfg = Config::try_parse_from([
+            "sd-worker-rbee",
+            "--worker-id",
+            "worker-cpu-8080",
+            "--model",
+            "stabilityai/sd-turbo",
+            "--device",
+            "0",
+            "--port",
+            "8080",
+            "--queen-url",
+            "http://localhost:7833",
+        ])
+        .expect("hive spawn line parses");
+        assert_eq!(cfg.worker_id(), "worker-cpu-8080");
+        assert_eq!(cfg.port, 8080);
+        assert_eq!(cfg.queen_url.as_deref(), Some("http://localhost:7833"));
+    }
+
+    #[test]
+    fn hive_url_is_an_alias_and_api_keys_split_on_commas() {
+        let cfg = Config::try_parse_from(["x", "--hive-url", "http://q:1", "--api-key", "a,b", "--api-key", "c"]).expect("parses");
+        assert_eq!(cfg.queen_url.as_deref(), Some("http://q:1"));
+        assert_eq!(cfg.api_keys(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn queue_capacity_zero_is_refused() {
+        assert!(Config::try_parse_from(["x", "--queue-capacity", "0"]).is_err());
+    }
+
+    #[test]
+    fn build_info_is_found_anywhere_after_the_program_name() {
+        assert!(wants_build_info(["bin", "--port", "x", "--build-info"]));
+        assert!(!wants_build_info(["--build-info"]));
+        assert!(matches!(build_info(), "debug" | "release"));
+    }
+
+    #[test]
+    fn debug_output_hides_api_keys() {
+        let mut cfg = Config::defaults();
+        cfg.api_keys = vec!["secret-token".into()];
+        let text = format!("{cfg:?}");
+        assert!(!text.contains("secret-token") && text.contains("1 key(s)"));
+    }
+}

@@ -1,0 +1,156 @@
+//! Start-up and shutdown: bind the listener first (rbee-hive polls `GET /` within 120 s, long
+//! before a big model is loaded), load the model on the engine thread, send heartbeats, and on
+//! SIGTERM/SIGINT stop intake, cancel the running job and exit cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::backend::generation_engine::{GenerationEngine, JobContext, JobRunner, RunError};
+use crate::backend::models::hub::{resolve_model, HubOptions};
+use crate::config::Config;
+use crate::device::{device_label, open_device};
+use crate::heartbeat;
+use crate::http::{self, AppState};
+
+/// How long shutdown waits for the engine to stop (a job is cancelled within one step, but a
+/// model that is still loading cannot be interrupted: we exit without it).
+const ENGINE_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How long open connections may take to finish once the engine has stopped.
+const CONNECTIONS_GRACE: Duration = Duration::from_secs(5);
+
+/// The Hugging Face cache to use: `--models-dir`, else `HF_HOME`'s.
+pub fn hub_options(config: &Config) -> HubOptions {
+    match &config.models_dir {
+        Some(dir) => HubOptions { cache_dir: dir.clone(), endpoint: None },
+        None => HubOptions::from_env(),
+    }
+}
+
+/// What loading the model needs.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub model: String,
+    pub hub: HubOptions,
+    pub device_ordinal: u32,
+}
+
+/// Placeholder-free stand-in until the SD pipeline (`backend::pipeline::load_runner`) is merged:
+/// it resolves the model for real, so a wrong `--model` is reported exactly as it will be, then
+/// reports that this build cannot generate yet.
+pub enum NoPipeline {}
+
+impl JobRunner for NoPipeline {
+    fn model_id(&self) -> String {
+        match *self {}
+    }
+
+    fn run(&mut self, _ctx: &JobContext<'_>) -> Result<(), RunError> {
+        match *self {}
+    }
+}
+
+fn load_runner(options: &LoadOptions) -> Result<NoPipeline, String> {
+    let _device = open_device(options.device_ordinal)?;
+    let resolved = resolve_model(&options.model, &options.hub).map_err(|e| e.to_string())?;
+    Err(format!("model found at {}, but this build has no Stable Diffusion pipeline yet", resolved.dir.display()))
+}
+
+/// Start the engine; the model loads on its thread while the caller serves HTTP.
+pub fn start_engine(config: &Config) -> Arc<GenerationEngine> {
+    let options = LoadOptions { model: config.model.clone(), hub: hub_options(config), device_ordinal: config.device };
+    GenerationEngine::start(config.queue_capacity as usize, move || {
+        tracing::info!(model = %options.model, "loading model");
+        load_runner(&options)
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what rbee-hive and systemd send).
+pub async fn termination_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT received; shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+/// Stop intake, cancel waiting and running jobs (their streams end with `[CANCELLED]`), and stop
+/// the engine thread, waiting at most [`ENGINE_STOP_GRACE`].
+pub async fn drain(state: &AppState) {
+    state.start_draining();
+    let engine = state.engine.clone();
+    let stopping = tokio::task::spawn_blocking(move || engine.shutdown());
+    match tokio::time::timeout(ENGINE_STOP_GRACE, stopping).await {
+        Ok(_) => tracing::info!("engine stopped"),
+        Err(_) => tracing::warn!("the engine did not stop in time (still loading the model?); exiting without it"),
+    }
+}
+
+/// Serve `state` on `listener` until `stop` resolves, then drain and return.
+pub async fn serve_until<F>(listener: TcpListener, state: AppState, stop: F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (drained_tx, mut drained_rx) = watch::channel(false);
+    let drain_state = state.clone();
+    let shutdown = async move {
+        stop.await;
+        drain(&drain_state).await;
+        let _ = drained_tx.send(true);
+    };
+    let server = http::serve(listener, state, shutdown);
+    let connections_deadline = async move {
+        let _ = drained_rx.wait_for(|drained| *drained).await;
+        tokio::time::sleep(CONNECTIONS_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.context("HTTP server failed"),
+        _ = connections_deadline => {
+            tracing::warn!("some connections did not close in time; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+/// The whole worker: listener, engine, heartbeat, until a termination signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}; is the port in use? pass --port", config.host, config.port))?;
+    tracing::info!(address = %listener.local_addr()?, worker_id = %config.worker_id(), ?config, "listening");
+    let engine = start_engine(&config);
+    let state = AppState::new(config.clone(), engine);
+    let heartbeats = config
+        .queen_url
+        .clone()
+        .map(|url| heartbeat::spawn(state.clone(), url, device_label(config.device), heartbeat::HEARTBEAT_INTERVAL));
+    let result = serve_until(listener, state, termination_signal()).await;
+    if let Some(task) = heartbeats {
+        task.abort();
+    }
+    tracing::info!("stopped");
+    result
+}
