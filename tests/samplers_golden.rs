@@ -68,11 +68,9 @@ struct ReplayNoise {
 
 impl NoiseSource for ReplayNoise {
     fn randn_like(&mut self, like: &Tensor) -> candle_core::Result<Tensor> {
-        let draw = self
-            .draws
-            .get(self.taken)
-            .cloned()
-            .ok_or_else(|| candle_core::Error::Msg(format!("sampler drew more than the {} recorded draws", self.draws.len())))?;
+        let draw = self.draws.get(self.taken).cloned().ok_or_else(|| {
+            candle_core::Error::Msg(format!("sampler drew more than the {} recorded draws", self.draws.len()))
+        })?;
         if draw.dims() != like.dims() {
             return Err(candle_core::Error::Msg(format!("draw shape {:?} for {:?}", draw.dims(), like.dims())));
         }
@@ -83,7 +81,8 @@ impl NoiseSource for ReplayNoise {
 
 /// `max|a - b| / max|b|`.
 fn relative_error(actual: &Tensor, reference: &Tensor) -> Result<f64> {
-    let diff = (actual.to_dtype(DType::F64)? - reference.to_dtype(DType::F64)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    let diff =
+        (actual.to_dtype(DType::F64)? - reference.to_dtype(DType::F64)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
     let scale = reference.to_dtype(DType::F64)?.abs()?.max_all()?.to_scalar::<f64>()?;
     Ok(diff / scale)
 }
@@ -97,17 +96,37 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case { golden: "tiny-sd15-euler", model: "tiny-sd15", kind: SamplerKind::Euler, schedule: ScheduleKind::Automatic },
-    Case { golden: "tiny-sd15-euler_a", model: "tiny-sd15", kind: SamplerKind::EulerAncestral, schedule: ScheduleKind::Automatic },
+    Case {
+        golden: "tiny-sd15-euler_a",
+        model: "tiny-sd15",
+        kind: SamplerKind::EulerAncestral,
+        schedule: ScheduleKind::Automatic,
+    },
     Case { golden: "tiny-sd15-ddim", model: "tiny-sd15", kind: SamplerKind::Ddim, schedule: ScheduleKind::Automatic },
     Case { golden: "tiny-sd15-ddpm", model: "tiny-sd15", kind: SamplerKind::Ddpm, schedule: ScheduleKind::Automatic },
-    Case { golden: "tiny-sd15-dpmpp_2m", model: "tiny-sd15", kind: SamplerKind::DpmPp2m, schedule: ScheduleKind::Automatic },
-    Case { golden: "tiny-sd15-dpmpp_2m_karras", model: "tiny-sd15", kind: SamplerKind::DpmPp2m, schedule: ScheduleKind::Karras },
+    Case {
+        golden: "tiny-sd15-dpmpp_2m",
+        model: "tiny-sd15",
+        kind: SamplerKind::DpmPp2m,
+        schedule: ScheduleKind::Automatic,
+    },
+    Case {
+        golden: "tiny-sd15-dpmpp_2m_karras",
+        model: "tiny-sd15",
+        kind: SamplerKind::DpmPp2m,
+        schedule: ScheduleKind::Karras,
+    },
     Case { golden: "tiny-sd15-heun", model: "tiny-sd15", kind: SamplerKind::Heun, schedule: ScheduleKind::Automatic },
     Case { golden: "tiny-sd15-lms", model: "tiny-sd15", kind: SamplerKind::Lms, schedule: ScheduleKind::Automatic },
     Case { golden: "tiny-sd15-unipc", model: "tiny-sd15", kind: SamplerKind::UniPc, schedule: ScheduleKind::Automatic },
     Case { golden: "tiny-sd15-lcm", model: "tiny-sd15", kind: SamplerKind::Lcm, schedule: ScheduleKind::Automatic },
     Case { golden: "tiny-sdxl-euler", model: "tiny-sdxl", kind: SamplerKind::Euler, schedule: ScheduleKind::Automatic },
-    Case { golden: "tiny-sd15-img2img-euler", model: "tiny-sd15", kind: SamplerKind::Euler, schedule: ScheduleKind::Automatic },
+    Case {
+        golden: "tiny-sd15-img2img-euler",
+        model: "tiny-sd15",
+        kind: SamplerKind::Euler,
+        schedule: ScheduleKind::Automatic,
+    },
 ];
 
 /// Measured errors of one case, for the report.
@@ -170,7 +189,8 @@ fn replay(case: &Case) -> Result<Replay> {
     ensure!(err <= 1e-6, "scale_model_input error {err:e}");
 
     // The loop, free-running on our own latents.
-    let draw_names: Vec<String> = (first_step_draw..).map(|i| format!("rng.draw{i:02}")).take_while(|n| golden.has(n)).collect();
+    let draw_names: Vec<String> =
+        (first_step_draw..).map(|i| format!("rng.draw{i:02}")).take_while(|n| golden.has(n)).collect();
     let draws = draw_names.iter().map(|n| golden.tensor(n).cloned()).collect::<Result<Vec<_>>>()?;
     let expected_draws = draws.len();
     let mut noise = ReplayNoise { draws, taken: 0 };

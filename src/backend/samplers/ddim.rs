@@ -42,7 +42,8 @@ impl Ddim {
             steps,
             training_schedule::steps_offset(config),
         );
-        let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(true) { 1.0 } else { training.alphas_cumprod[0] };
+        let final_alpha_cumprod =
+            if config.set_alpha_to_one.unwrap_or(true) { 1.0 } else { training.alphas_cumprod[0] };
         Ok(Ddim {
             step_ratio: training.num_train_timesteps / steps,
             training,
@@ -67,11 +68,18 @@ impl Sampler for Ddim {
         Ok(sample.clone())
     }
 
-    fn step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let t = loop_timestep(&self.timesteps, index)?;
         let prev_t = t - self.step_ratio as f64;
         let alpha_prod_t = self.training.alpha_cumprod_at(t)?;
-        let alpha_prod_t_prev = if prev_t >= 0.0 { self.training.alpha_cumprod_at(prev_t)? } else { self.final_alpha_cumprod };
+        let alpha_prod_t_prev =
+            if prev_t >= 0.0 { self.training.alpha_cumprod_at(prev_t)? } else { self.final_alpha_cumprod };
         let model_output = to_f32(model_output)?;
         let x = to_f32(sample)?;
         let x0 = x0_from_alpha(self.prediction, &model_output, &x, alpha_prod_t)?;

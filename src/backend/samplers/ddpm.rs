@@ -29,12 +29,14 @@ pub(super) const DEFAULTS: ClassDefaults = ClassDefaults {
     timestep_spacing: TimestepSpacing::Leading,
 };
 
-/// The supported `variance_type`s (the learned ones need a UNet that predicts its variance).
+/// The supported `variance_type`s, "fixed_small", "fixed_small_log" and "fixed_large" (the
+/// learned ones need a UNet that predicts its variance; "fixed_large_log" makes diffusers take
+/// the square root of a log, i.e. NaN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum VarianceType {
-    FixedSmall,
-    FixedSmallLog,
-    FixedLarge,
+enum NoiseVariance {
+    Small,
+    SmallLog,
+    Large,
 }
 
 pub struct Ddpm {
@@ -42,15 +44,15 @@ pub struct Ddpm {
     timesteps: Vec<f64>,
     prediction: PredictionType,
     clipping: X0Clipping,
-    variance_type: VarianceType,
+    variance_type: NoiseVariance,
 }
 
 impl Ddpm {
     pub fn new(config: &SchedulerConfig, steps: usize) -> std::result::Result<Self, SamplerError> {
         let variance_type = match config.variance_type.as_deref().unwrap_or("fixed_small") {
-            "fixed_small" => VarianceType::FixedSmall,
-            "fixed_small_log" => VarianceType::FixedSmallLog,
-            "fixed_large" => VarianceType::FixedLarge,
+            "fixed_small" => NoiseVariance::Small,
+            "fixed_small_log" => NoiseVariance::SmallLog,
+            "fixed_large" => NoiseVariance::Large,
             other => return Err(SamplerError::unsupported(DEFAULTS.sampler, format!("variance_type {other:?}"))),
         };
         let training = TrainingSchedule::from_config(config, &DEFAULTS)?;
@@ -84,9 +86,9 @@ impl Ddpm {
         let current_beta_t = 1.0 - alpha_prod_t / alpha_prod_t_prev;
         let variance = ((1.0 - alpha_prod_t_prev) / (1.0 - alpha_prod_t) * current_beta_t).max(1e-20);
         match self.variance_type {
-            VarianceType::FixedSmall => variance.sqrt(),
-            VarianceType::FixedSmallLog => (0.5 * variance.ln()).exp(),
-            VarianceType::FixedLarge => current_beta_t.sqrt(),
+            NoiseVariance::Small => variance.sqrt(),
+            NoiseVariance::SmallLog => (0.5 * variance.ln()).exp(),
+            NoiseVariance::Large => current_beta_t.sqrt(),
         }
     }
 }
@@ -104,7 +106,13 @@ impl Sampler for Ddpm {
         Ok(sample.clone())
     }
 
-    fn step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let t = loop_timestep(&self.timesteps, index)?;
         let alpha_prod_t = self.training.alpha_cumprod_at(t)?;
         let alpha_prod_t_prev = self.alpha_prod_prev(index)?;

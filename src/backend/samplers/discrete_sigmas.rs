@@ -36,7 +36,10 @@ pub struct DiscreteSigmas {
 }
 
 /// Which of Karras / exponential sigmas the config asks for (at most one, as diffusers checks).
-pub fn sigma_spacing_from_config(config: &SchedulerConfig, sampler: &'static str) -> Result<SigmaSpacing, SamplerError> {
+pub fn sigma_spacing_from_config(
+    config: &SchedulerConfig,
+    sampler: &'static str,
+) -> Result<SigmaSpacing, SamplerError> {
     let karras = config.use_karras_sigmas.unwrap_or(false);
     let exponential = config.use_exponential_sigmas.unwrap_or(false);
     if config.use_beta_sigmas.unwrap_or(false) {
@@ -59,12 +62,8 @@ pub fn discrete_sigmas(
     steps: usize,
     options: &DiscreteSigmaOptions,
 ) -> DiscreteSigmas {
-    let mut timesteps = sigma_schedules::float_timesteps(
-        options.spacing,
-        training.num_train_timesteps,
-        steps,
-        options.steps_offset,
-    );
+    let mut timesteps =
+        sigma_schedules::float_timesteps(options.spacing, training.num_train_timesteps, steps, options.steps_offset);
     let training_sigmas = training.sigmas();
     let log_sigmas = sigma_schedules::log_sigmas(&training_sigmas);
     let mut sigmas = match options.interpolation {

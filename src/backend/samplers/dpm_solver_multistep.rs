@@ -4,6 +4,7 @@
 
 use candle_core::{Result, Tensor};
 
+use super::discrete_sigmas;
 use super::error::SamplerError;
 use super::prediction::{alpha_sigma, lambda, x0_from_alpha_sigma};
 use super::scheduler_config::{BetaSchedule, FinalSigmasType, PredictionType, SchedulerConfig, TimestepSpacing};
@@ -65,13 +66,16 @@ pub struct DpmSolverMultistep {
 }
 
 impl DpmSolverMultistep {
-    pub fn new(config: &SchedulerConfig, steps: usize, algorithm: DpmAlgorithm) -> std::result::Result<Self, SamplerError> {
+    pub fn new(
+        config: &SchedulerConfig,
+        steps: usize,
+        algorithm: DpmAlgorithm,
+    ) -> std::result::Result<Self, SamplerError> {
         let sampler = DEFAULTS.sampler;
         for (flag, name) in [
             (config.use_lu_lambdas, "use_lu_lambdas"),
             (config.use_flow_sigmas, "use_flow_sigmas"),
             (config.use_dynamic_shifting, "use_dynamic_shifting"),
-            (config.use_beta_sigmas, "use_beta_sigmas"),
         ] {
             if flag.unwrap_or(false) {
                 return Err(SamplerError::unsupported(sampler, name));
@@ -87,14 +91,7 @@ impl DpmSolverMultistep {
         };
         let training = TrainingSchedule::from_config(config, &DEFAULTS)?;
         training_schedule::check_steps(steps, &training)?;
-        let sigma_spacing = match (config.use_karras_sigmas.unwrap_or(false), config.use_exponential_sigmas.unwrap_or(false)) {
-            (true, true) => {
-                return Err(SamplerError::config("use_karras_sigmas", "only one of Karras and exponential sigmas can be set"))
-            }
-            (true, false) => SigmaSpacing::Karras,
-            (false, true) => SigmaSpacing::Exponential,
-            (false, false) => SigmaSpacing::Timesteps,
-        };
+        let sigma_spacing = discrete_sigmas::sigma_spacing_from_config(config, DEFAULTS.sampler)?;
         let final_sigmas_type = config.final_sigmas_type.unwrap_or(FinalSigmasType::Zero);
         let (timesteps, sigmas) = schedule(&training, config, steps, sigma_spacing, final_sigmas_type);
         Ok(DpmSolverMultistep {
@@ -155,7 +152,8 @@ fn schedule(
         Some((sigmas, respaced)) => {
             // Karras timesteps are rounded (except for the cosine schedule); all are then cast
             // to int64, which truncates.
-            let round = sigma_spacing == SigmaSpacing::Karras && training.beta_schedule != BetaSchedule::SquaredcosCapV2;
+            let round =
+                sigma_spacing == SigmaSpacing::Karras && training.beta_schedule != BetaSchedule::SquaredcosCapV2;
             timesteps = respaced.into_iter().map(|t| if round { t.round_ties_even() } else { t.trunc() }).collect();
             sigmas
         }
@@ -185,7 +183,13 @@ impl Sampler for DpmSolverMultistep {
         Ok(sample.clone())
     }
 
-    fn step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let count = self.timesteps.len();
         // diffusers' `lower_order_final`; its `lower_order_second` only matters for order 3.
         let short_schedule = self.lower_order_final && count < 15;
@@ -206,9 +210,12 @@ impl Sampler for DpmSolverMultistep {
         let previous = self.previous_x0.replace(x0.clone());
         let prev = match previous {
             Some(m1) if self.lower_order_nums >= 1 && !lower_order_final => {
-                let sigma_s1 = sample_sigma(&self.sigmas, index.checked_sub(1).ok_or_else(|| {
-                    candle_core::Error::Msg("DPM-Solver second-order step at index 0".into())
-                })?)?;
+                let sigma_s1 = sample_sigma(
+                    &self.sigmas,
+                    index
+                        .checked_sub(1)
+                        .ok_or_else(|| candle_core::Error::Msg("DPM-Solver second-order step at index 0".into()))?,
+                )?;
                 let (alpha_s1, sigma_s1_vp) = alpha_sigma(sigma_s1);
                 let h_0 = lambda_s0 - lambda(alpha_s1, sigma_s1_vp);
                 let r0 = h_0 / scalars.h;
@@ -216,7 +223,8 @@ impl Sampler for DpmSolverMultistep {
                 match self.algorithm {
                     DpmAlgorithm::DpmSolverPp => dpmpp_2m::second_order(&x, &x0, &d1, &scalars, self.solver_type)?,
                     DpmAlgorithm::SdeDpmSolverPp => {
-                        let fresh = fresh.as_ref().ok_or_else(|| candle_core::Error::Msg("missing SDE noise".into()))?;
+                        let fresh =
+                            fresh.as_ref().ok_or_else(|| candle_core::Error::Msg("missing SDE noise".into()))?;
                         dpmpp_2m_sde::second_order(&x, &x0, &d1, fresh, &scalars, self.solver_type)?
                     }
                 }

@@ -47,7 +47,8 @@ impl Euler {
             final_sigma: config.final_sigmas_type.unwrap_or(FinalSigmasType::Zero),
         };
         let schedule = discrete_sigmas::discrete_sigmas(&training, config, steps, &options);
-        let continuous_v = config.timestep_type == Some(TimestepType::Continuous) && prediction == PredictionType::VPrediction;
+        let continuous_v =
+            config.timestep_type == Some(TimestepType::Continuous) && prediction == PredictionType::VPrediction;
         let timesteps = if continuous_v {
             // Continuous-time v models take `0.25 * ln(sigma)` as their timestep.
             schedule.sigmas[..schedule.sigmas.len() - 1].iter().map(|s| (0.25 * s.ln()) as f64).collect()
@@ -82,17 +83,21 @@ impl Sampler for Euler {
         div(sample, (sigma * sigma + 1.0).sqrt())
     }
 
-    fn step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let sigma = sample_sigma(&self.sigmas, index)?;
         let sigma_next = sample_sigma(&self.sigmas, index + 1)?;
         let model_output = to_f32(model_output)?;
         let x = to_f32(sample)?;
-        // `s_churn = 0`: gamma is 0 and sigma_hat is sigma.
+        // `s_churn = 0`: gamma is 0 and sigma_hat is sigma (diffusers converts v with sigma and
+        // epsilon with sigma_hat; without churn they are the same number).
         let sigma_hat = sigma * (0.0 + 1.0);
-        let x0 = match self.prediction {
-            PredictionType::VPrediction => x0_from_sigma(self.prediction, &model_output, &x, sigma)?,
-            _ => x0_from_sigma(self.prediction, &model_output, &x, sigma_hat)?,
-        };
+        let x0 = x0_from_sigma(self.prediction, &model_output, &x, sigma_hat)?;
         let derivative = div(&(&x - &x0)?, sigma_hat)?;
         let dt = sigma_next - sigma_hat;
         (x + mul(&derivative, dt)?)?.to_dtype(sample.dtype())

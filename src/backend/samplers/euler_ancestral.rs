@@ -7,7 +7,9 @@ use candle_core::{Result, Tensor};
 use super::discrete_sigmas::{self, DiscreteSigmaOptions, KarrasBounds};
 use super::error::SamplerError;
 use super::prediction::x0_from_sigma;
-use super::scheduler_config::{BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing};
+use super::scheduler_config::{
+    BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing,
+};
 use super::tensor_ops::{div, draw_noise, mul, to_f32};
 use super::training_schedule::{self, ClassDefaults, TrainingSchedule, ZeroSnr, COMMON_BETA_SCHEDULES};
 use super::{sample_sigma, Sampler};
@@ -75,14 +77,21 @@ impl Sampler for EulerAncestral {
         div(sample, (sigma * sigma + 1.0).sqrt())
     }
 
-    fn step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let sigma_from = sample_sigma(&self.sigmas, index)?;
         let sigma_to = sample_sigma(&self.sigmas, index + 1)?;
         let model_output = to_f32(model_output)?;
         let x = to_f32(sample)?;
         // diffusers raises for "sample" here; x0 = model output is the natural reading.
         let x0 = x0_from_sigma(self.prediction, &model_output, &x, sigma_from)?;
-        let sigma_up = (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to) / (sigma_from * sigma_from)).sqrt();
+        let sigma_up =
+            (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to) / (sigma_from * sigma_from)).sqrt();
         let sigma_down = (sigma_to * sigma_to - sigma_up * sigma_up).sqrt();
         let derivative = div(&(&x - &x0)?, sigma_from)?;
         let dt = sigma_down - sigma_from;

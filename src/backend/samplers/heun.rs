@@ -8,7 +8,9 @@ use candle_core::{Result, Tensor};
 use super::discrete_sigmas::{self, DiscreteSigmaOptions, KarrasBounds};
 use super::error::SamplerError;
 use super::prediction::x0_from_sigma;
-use super::scheduler_config::{BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing};
+use super::scheduler_config::{
+    BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing,
+};
 use super::tensor_ops::{clip, div, mul, to_f32};
 use super::training_schedule::{self, ClassDefaults, TrainingSchedule, ZeroSnr};
 use super::{sample_sigma, Sampler};
@@ -19,7 +21,12 @@ pub(super) const DEFAULTS: ClassDefaults = ClassDefaults {
     beta_start: 0.00085,
     beta_end: 0.012,
     beta_schedule: BetaSchedule::Linear,
-    beta_schedules: &[BetaSchedule::Linear, BetaSchedule::ScaledLinear, BetaSchedule::SquaredcosCapV2, BetaSchedule::Exp],
+    beta_schedules: &[
+        BetaSchedule::Linear,
+        BetaSchedule::ScaledLinear,
+        BetaSchedule::SquaredcosCapV2,
+        BetaSchedule::Exp,
+    ],
     zero_snr: ZeroSnr::Ignored,
     timestep_spacing: TimestepSpacing::Linspace,
 };
@@ -71,10 +78,7 @@ impl Heun {
                 timesteps.push(t);
             }
         }
-        let clip_range = config
-            .clip_sample
-            .unwrap_or(false)
-            .then(|| config.clip_sample_range.unwrap_or(1.0) as f32);
+        let clip_range = config.clip_sample.unwrap_or(false).then(|| config.clip_sample_range.unwrap_or(1.0) as f32);
         Ok(Heun {
             timesteps,
             init_noise_sigma: discrete_sigmas::init_noise_sigma(&sigmas, spacing),
@@ -105,14 +109,21 @@ impl Sampler for Heun {
         div(sample, (sigma * sigma + 1.0).sqrt())
     }
 
-    fn step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let model_output = to_f32(model_output)?;
         let x = to_f32(sample)?;
         let first_order = self.pending.is_none();
         let (sigma, sigma_next) = if first_order {
             (sample_sigma(&self.sigmas, index)?, sample_sigma(&self.sigmas, index + 1)?)
         } else {
-            let previous = index.checked_sub(1).ok_or_else(|| candle_core::Error::Msg("Heun corrector at index 0".into()))?;
+            let previous =
+                index.checked_sub(1).ok_or_else(|| candle_core::Error::Msg("Heun corrector at index 0".into()))?;
             (sample_sigma(&self.sigmas, previous)?, sample_sigma(&self.sigmas, index)?)
         };
         let sigma_hat = sigma * (0.0 + 1.0);

@@ -82,7 +82,13 @@ impl Sampler for Lcm {
         Ok(sample.clone())
     }
 
-    fn step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let t = loop_timestep(&self.timesteps, index)?;
         let prev_t = self.timesteps.get(index + 1).copied().unwrap_or(t);
         let alpha_prod_t = self.training.alpha_cumprod_at(t)?;

@@ -7,7 +7,9 @@ use candle_core::{Result, Tensor};
 use super::discrete_sigmas::{self, DiscreteSigmaOptions, KarrasBounds};
 use super::error::SamplerError;
 use super::prediction::x0_from_sigma;
-use super::scheduler_config::{BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing};
+use super::scheduler_config::{
+    BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing,
+};
 use super::tensor_ops::{div, mul, to_f32};
 use super::training_schedule::{self, ClassDefaults, TrainingSchedule, ZeroSnr, COMMON_BETA_SCHEDULES};
 use super::{sample_sigma, Sampler};
@@ -103,7 +105,13 @@ impl Sampler for Lms {
         div(sample, (sigma * sigma + 1.0).sqrt())
     }
 
-    fn step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let sigma = sample_sigma(&self.sigmas, index)?;
         let model_output = to_f32(model_output)?;
         let x = to_f32(sample)?;

@@ -45,13 +45,19 @@ pub use scheduler_config::SchedulerConfig;
 /// ```
 ///
 /// img2img starts at `start = t_start * order()` after `add_noise(image_latents, noise, start)`.
+///
+/// `step` is stateful for the multistep samplers (LMS, DPM++, UniPC keep earlier outputs; Heun
+/// alternates predictor and corrector): call it once per index, in order, from `start`. A new
+/// image needs a new sampler. Indices past the schedule are errors, never panics. Samplers
+/// compute in float32 and return the dtype of `sample`.
 pub trait Sampler: Send {
     /// The timestep value fed to the UNet for each model evaluation, in loop order (fractional
     /// for Euler-type samplers; Heun repeats entries, so this has one entry per UNet call).
     fn timesteps(&self) -> &[f64];
 
-    /// The sigma of each loop index plus the final one (`timesteps().len() + 1` entries), for
-    /// the sigma-parameterised samplers; `None` for DDIM, DDPM and LCM, which have none.
+    /// The sigma of each loop index, then the final one (`timesteps().len() + 1` entries; one
+    /// more with Euler's `log_linear` interpolation, as in diffusers), for the sigma-based
+    /// samplers; `None` for DDIM, DDPM and LCM, which have none.
     fn sigmas(&self) -> Option<&[f64]> {
         None
     }
@@ -64,7 +70,13 @@ pub trait Sampler: Send {
 
     /// One update at loop index `index`, from the (guided) model output. Stochastic samplers
     /// draw their noise from `noise`, in the order diffusers draws it.
-    fn step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor>;
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor>;
 
     /// Noise clean latents to the level of loop index `index` (img2img start).
     fn add_noise(&self, original: &Tensor, noise: &Tensor, index: usize) -> Result<Tensor>;
@@ -130,16 +142,14 @@ fn apply_schedule(config: &SchedulerConfig, schedule: ScheduleKind) -> Scheduler
 
 /// `sigmas[index]`, or an error instead of a panic when the loop runs past the schedule.
 fn sample_sigma(sigmas: &[f32], index: usize) -> Result<f32> {
-    sigmas
-        .get(index)
-        .copied()
-        .ok_or_else(|| candle_core::Error::Msg(format!("sampler index {index} past the schedule ({} sigmas)", sigmas.len())))
+    sigmas.get(index).copied().ok_or_else(|| {
+        candle_core::Error::Msg(format!("sampler index {index} past the schedule ({} sigmas)", sigmas.len()))
+    })
 }
 
 /// `timesteps[index]`, or an error when the loop runs past the schedule.
 fn loop_timestep(timesteps: &[f64], index: usize) -> Result<f64> {
-    timesteps
-        .get(index)
-        .copied()
-        .ok_or_else(|| candle_core::Error::Msg(format!("sampler index {index} past the schedule ({} timesteps)", timesteps.len())))
+    timesteps.get(index).copied().ok_or_else(|| {
+        candle_core::Error::Msg(format!("sampler index {index} past the schedule ({} timesteps)", timesteps.len()))
+    })
 }

@@ -21,7 +21,12 @@ pub fn x0_from_sigma(prediction: PredictionType, model_output: &Tensor, sample: 
 
 /// Variance-preserving samplers indexed by the cumulative alpha (DDIM, DDPM, LCM), where
 /// `x = sqrt(a) * x0 + sqrt(1 - a) * eps`.
-pub fn x0_from_alpha(prediction: PredictionType, model_output: &Tensor, sample: &Tensor, alpha_prod: f32) -> Result<Tensor> {
+pub fn x0_from_alpha(
+    prediction: PredictionType,
+    model_output: &Tensor,
+    sample: &Tensor,
+    alpha_prod: f32,
+) -> Result<Tensor> {
     let beta_prod = 1.0 - alpha_prod;
     match prediction {
         PredictionType::Epsilon => div(&(sample - mul(model_output, beta_prod.sqrt())?)?, alpha_prod.sqrt()),

@@ -246,7 +246,11 @@ impl<'a> Keys<'a> {
         self.array(key, as_count)
     }
 
-    fn array<T>(&self, key: &str, item: fn(&str, &Value) -> Result<T, SamplerError>) -> Result<Option<Vec<T>>, SamplerError> {
+    fn array<T>(
+        &self,
+        key: &str,
+        item: fn(&str, &Value) -> Result<T, SamplerError>,
+    ) -> Result<Option<Vec<T>>, SamplerError> {
         self.get(key)
             .map(|v| {
                 v.as_array()

@@ -33,7 +33,9 @@ pub fn training_betas(params: &BetaParams<'_>) -> Result<Vec<f32>, SamplerError>
                 .map(|b| b * b)
                 .collect()
         }
-        BetaSchedule::SquaredcosCapV2 => betas_for_alpha_bar(n, |t| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2)),
+        BetaSchedule::SquaredcosCapV2 => {
+            betas_for_alpha_bar(n, |t| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2))
+        }
         BetaSchedule::Exp => betas_for_alpha_bar(n, |t| (t * -12.0).exp()),
         BetaSchedule::Laplace => betas_for_alpha_bar(n, |t| {
             let lmb = -0.5 * (0.5 - t).signum_with_zero() * (1.0 - 2.0 * (0.5 - t).abs() + 1e-6).ln();
@@ -43,10 +45,7 @@ pub fn training_betas(params: &BetaParams<'_>) -> Result<Vec<f32>, SamplerError>
         BetaSchedule::Sigmoid => {
             let scale = (params.beta_end - params.beta_start) as f32;
             let offset = params.beta_start as f32;
-            torch_linspace_f32(-6.0, 6.0, n)
-                .into_iter()
-                .map(|x| (1.0 / (1.0 + (-x).exp())) * scale + offset)
-                .collect()
+            torch_linspace_f32(-6.0, 6.0, n).into_iter().map(|x| (1.0 / (1.0 + (-x).exp())) * scale + offset).collect()
         }
     };
     Ok(betas)
@@ -151,21 +150,29 @@ pub fn log_sigmas(training_sigmas: &[f32]) -> Vec<f32> {
 /// The descending inference timesteps of the sigma-based discrete schedulers (Euler, Euler a,
 /// Heun, LMS): float32 values (carried as f64). `trailing` keeps exactly `steps` entries (numpy's
 /// `arange` yields one extra, negative, timestep for a few step counts such as 61).
-pub fn float_timesteps(spacing: TimestepSpacing, num_train_timesteps: usize, steps: usize, steps_offset: usize) -> Vec<f64> {
+pub fn float_timesteps(
+    spacing: TimestepSpacing,
+    num_train_timesteps: usize,
+    steps: usize,
+    steps_offset: usize,
+) -> Vec<f64> {
     let to_f32 = |v: f64| v as f32 as f64;
     match spacing {
-        TimestepSpacing::Linspace => numpy_compat::linspace(0.0, (num_train_timesteps - 1) as f64, steps)
-            .into_iter()
-            .rev()
-            .map(to_f32)
-            .collect(),
+        TimestepSpacing::Linspace => {
+            numpy_compat::linspace(0.0, (num_train_timesteps - 1) as f64, steps).into_iter().rev().map(to_f32).collect()
+        }
         TimestepSpacing::Leading => leading_grid(num_train_timesteps / steps, steps, steps_offset),
         TimestepSpacing::Trailing => trailing_grid(num_train_timesteps as f64, num_train_timesteps, steps),
     }
 }
 
 /// The descending integer timesteps of DDIM and DDPM.
-pub fn integer_timesteps(spacing: TimestepSpacing, num_train_timesteps: usize, steps: usize, steps_offset: usize) -> Vec<f64> {
+pub fn integer_timesteps(
+    spacing: TimestepSpacing,
+    num_train_timesteps: usize,
+    steps: usize,
+    steps_offset: usize,
+) -> Vec<f64> {
     match spacing {
         TimestepSpacing::Linspace => numpy_compat::linspace(0.0, (num_train_timesteps - 1) as f64, steps)
             .into_iter()
@@ -216,11 +223,7 @@ fn leading_grid(ratio: usize, count: usize, steps_offset: usize) -> Vec<f64> {
 /// `np.arange(start, 0, -num_train_timesteps / steps).round() - 1`, cut to `steps` entries.
 fn trailing_grid(start: f64, num_train_timesteps: usize, steps: usize) -> Vec<f64> {
     let ratio = num_train_timesteps as f64 / steps as f64;
-    numpy_compat::arange(start, 0.0, -ratio)
-        .into_iter()
-        .take(steps)
-        .map(|t| numpy_compat::round(t) - 1.0)
-        .collect()
+    numpy_compat::arange(start, 0.0, -ratio).into_iter().take(steps).map(|t| numpy_compat::round(t) - 1.0).collect()
 }
 
 /// `np.interp(timesteps, arange(len(sigmas)), sigmas)` over the float32 training sigmas.
@@ -254,11 +257,7 @@ pub fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
         return 0.0;
     }
     let log_sigma = sigma.max(1e-10).ln();
-    let low_idx = log_sigmas
-        .iter()
-        .rposition(|&ls| log_sigma - ls as f64 >= 0.0)
-        .unwrap_or(0)
-        .min(n - 2);
+    let low_idx = log_sigmas.iter().rposition(|&ls| log_sigma - ls as f64 >= 0.0).unwrap_or(0).min(n - 2);
     let high_idx = low_idx + 1;
     let low = log_sigmas[low_idx];
     let high = log_sigmas[high_idx];
@@ -277,7 +276,13 @@ pub enum SigmaSpacing {
 
 /// Re-space `steps` sigmas between `sigma_min` and `sigma_max` and map each back to a fractional
 /// timestep; `None` for [`SigmaSpacing::Timesteps`] (the caller keeps its own grid).
-pub fn respaced_sigmas(spacing: SigmaSpacing, sigma_min: f64, sigma_max: f64, steps: usize, log_sigmas: &[f32]) -> Option<(Vec<f64>, Vec<f64>)> {
+pub fn respaced_sigmas(
+    spacing: SigmaSpacing,
+    sigma_min: f64,
+    sigma_max: f64,
+    steps: usize,
+    log_sigmas: &[f32],
+) -> Option<(Vec<f64>, Vec<f64>)> {
     let sigmas = match spacing {
         SigmaSpacing::Timesteps => return None,
         SigmaSpacing::Karras => karras_sigmas(sigma_min, sigma_max, steps),
@@ -311,12 +316,27 @@ mod tests {
 
     #[test]
     fn timestep_grids_match_diffusers() {
-        assert_eq!(integer_timesteps(TimestepSpacing::Leading, 1000, 6, 1), vec![831.0, 665.0, 499.0, 333.0, 167.0, 1.0]);
-        assert_eq!(integer_timesteps(TimestepSpacing::Trailing, 1000, 6, 1), vec![999.0, 832.0, 666.0, 499.0, 332.0, 166.0]);
+        assert_eq!(
+            integer_timesteps(TimestepSpacing::Leading, 1000, 6, 1),
+            vec![831.0, 665.0, 499.0, 333.0, 167.0, 1.0]
+        );
+        assert_eq!(
+            integer_timesteps(TimestepSpacing::Trailing, 1000, 6, 1),
+            vec![999.0, 832.0, 666.0, 499.0, 332.0, 166.0]
+        );
         assert_eq!(integer_timesteps(TimestepSpacing::Linspace, 1000, 4, 0), vec![999.0, 666.0, 333.0, 0.0]);
-        assert_eq!(multistep_timesteps(TimestepSpacing::Linspace, 1000, 1000, 6, 1), vec![999.0, 832.0, 666.0, 500.0, 333.0, 166.0]);
-        assert_eq!(multistep_timesteps(TimestepSpacing::Leading, 1000, 1000, 6, 1), vec![853.0, 711.0, 569.0, 427.0, 285.0, 143.0]);
-        assert_eq!(multistep_timesteps(TimestepSpacing::Trailing, 1000, 1000, 6, 1), vec![999.0, 832.0, 666.0, 499.0, 332.0, 166.0]);
+        assert_eq!(
+            multistep_timesteps(TimestepSpacing::Linspace, 1000, 1000, 6, 1),
+            vec![999.0, 832.0, 666.0, 500.0, 333.0, 166.0]
+        );
+        assert_eq!(
+            multistep_timesteps(TimestepSpacing::Leading, 1000, 1000, 6, 1),
+            vec![853.0, 711.0, 569.0, 427.0, 285.0, 143.0]
+        );
+        assert_eq!(
+            multistep_timesteps(TimestepSpacing::Trailing, 1000, 1000, 6, 1),
+            vec![999.0, 832.0, 666.0, 499.0, 332.0, 166.0]
+        );
         let linspace = float_timesteps(TimestepSpacing::Linspace, 1000, 6, 1);
         assert_eq!(linspace[1], 799.2f32 as f64);
         // 61 trailing steps: numpy's arange gives 62 points; the schedule keeps 61.

@@ -97,15 +97,17 @@ impl TrainingSchedule {
     }
 }
 
-/// The class's timestep spacing, prediction type and step offset after defaults.
+/// `timestep_spacing` after the class default.
 pub fn spacing(config: &SchedulerConfig, defaults: &ClassDefaults) -> TimestepSpacing {
     config.timestep_spacing.unwrap_or(defaults.timestep_spacing)
 }
 
+/// `prediction_type` (every class defaults to epsilon).
 pub fn prediction_type(config: &SchedulerConfig) -> PredictionType {
     config.prediction_type.unwrap_or(PredictionType::Epsilon)
 }
 
+/// `steps_offset` (every class defaults to 0).
 pub fn steps_offset(config: &SchedulerConfig) -> usize {
     config.steps_offset.unwrap_or(0)
 }

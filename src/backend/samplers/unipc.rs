@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use candle_core::{Result, Tensor};
 
+use super::discrete_sigmas;
 use super::error::SamplerError;
 use super::prediction::{alpha_sigma, eps_from_alpha_sigma, lambda, x0_from_alpha_sigma};
 use super::scheduler_config::{BetaSchedule, FinalSigmasType, PredictionType, SchedulerConfig, TimestepSpacing};
@@ -64,11 +65,9 @@ struct Coefficients {
 
 impl UniPc {
     pub fn new(config: &SchedulerConfig, steps: usize) -> std::result::Result<Self, SamplerError> {
-        for (flag, name) in [
-            (config.use_flow_sigmas, "use_flow_sigmas"),
-            (config.use_dynamic_shifting, "use_dynamic_shifting"),
-            (config.use_beta_sigmas, "use_beta_sigmas"),
-        ] {
+        for (flag, name) in
+            [(config.use_flow_sigmas, "use_flow_sigmas"), (config.use_dynamic_shifting, "use_dynamic_shifting")]
+        {
             if flag.unwrap_or(false) {
                 return Err(SamplerError::unsupported(DEFAULTS.sampler, name));
             }
@@ -85,14 +84,7 @@ impl UniPc {
         }
         let training = TrainingSchedule::from_config(config, &DEFAULTS)?;
         training_schedule::check_steps(steps, &training)?;
-        let sigma_spacing = match (config.use_karras_sigmas.unwrap_or(false), config.use_exponential_sigmas.unwrap_or(false)) {
-            (true, true) => {
-                return Err(SamplerError::config("use_karras_sigmas", "only one of Karras and exponential sigmas can be set"))
-            }
-            (true, false) => SigmaSpacing::Karras,
-            (false, true) => SigmaSpacing::Exponential,
-            (false, false) => SigmaSpacing::Timesteps,
-        };
+        let sigma_spacing = discrete_sigmas::sigma_spacing_from_config(config, DEFAULTS.sampler)?;
         let (timesteps, sigmas) = schedule(&training, config, steps, sigma_spacing);
         Ok(UniPc {
             sigmas_f64: sigmas.iter().map(|&s| s as f64).collect(),
@@ -128,10 +120,17 @@ impl UniPc {
 
     /// `rks`, `b`, `h_phi_1` and `B(h)` for an update of `order` from lambda_s0 to lambda_t;
     /// `history_index(k)` is the sigma index of the k-th older history entry.
-    fn coefficients(&self, order: usize, h: f32, lambda_s0: f32, history_index: impl Fn(usize) -> Option<usize>) -> Result<Coefficients> {
+    fn coefficients(
+        &self,
+        order: usize,
+        h: f32,
+        lambda_s0: f32,
+        history_index: impl Fn(usize) -> Option<usize>,
+    ) -> Result<Coefficients> {
         let mut rks = Vec::with_capacity(order);
         for k in 1..order {
-            let index = history_index(k).ok_or_else(|| candle_core::Error::Msg("UniPC history before index 0".into()))?;
+            let index =
+                history_index(k).ok_or_else(|| candle_core::Error::Msg("UniPC history before index 0".into()))?;
             rks.push((self.lambda_at(index)? - lambda_s0) / h);
         }
         rks.push(1.0);
@@ -154,7 +153,14 @@ impl UniPc {
 
     /// `x_t_ = sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * m0` (or the noise-prediction form),
     /// returned with the weight of the correction terms (`alpha_t * B(h)` or `sigma_t * B(h)`).
-    fn base_update(&self, x: &Tensor, m0: &Tensor, sigma_t_index: usize, sigma_s0_index: usize, c: &Coefficients) -> Result<(Tensor, f32)> {
+    fn base_update(
+        &self,
+        x: &Tensor,
+        m0: &Tensor,
+        sigma_t_index: usize,
+        sigma_s0_index: usize,
+        c: &Coefficients,
+    ) -> Result<(Tensor, f32)> {
         let (alpha_t, sigma_t) = alpha_sigma(sample_sigma(&self.sigmas, sigma_t_index)?);
         let (alpha_s0, sigma_s0) = alpha_sigma(sample_sigma(&self.sigmas, sigma_s0_index)?);
         if self.predict_x0 {
@@ -181,11 +187,7 @@ impl UniPc {
         if d1s.is_empty() {
             return Ok(base);
         }
-        let rhos = if order == 2 {
-            vec![0.5]
-        } else {
-            solve(&power_matrix(&c.rks[..order - 1]), &c.b[..order - 1])?
-        };
+        let rhos = if order == 2 { vec![0.5] } else { solve(&power_matrix(&c.rks[..order - 1]), &c.b[..order - 1])? };
         let pred_res = weighted_sum(&rhos, &d1s)?;
         base - mul(&pred_res, weight)?
     }
@@ -193,7 +195,8 @@ impl UniPc {
     /// UniC: correct the sample at `index` (reached by the previous predictor from
     /// `last_sample`) with this step's converted output `model_t`.
     fn corrector(&self, model_t: &Tensor, last_sample: &Tensor, index: usize, order: usize) -> Result<Tensor> {
-        let previous = index.checked_sub(1).ok_or_else(|| candle_core::Error::Msg("UniPC corrector at index 0".into()))?;
+        let previous =
+            index.checked_sub(1).ok_or_else(|| candle_core::Error::Msg("UniPC corrector at index 0".into()))?;
         let lambda_s0 = self.lambda_at(previous)?;
         let h = self.lambda_at(index)? - lambda_s0;
         let c = self.coefficients(order, h, lambda_s0, |k| index.checked_sub(k + 1))?;
@@ -216,7 +219,12 @@ impl UniPc {
 }
 
 /// `set_timesteps`: integer timesteps and float32 sigmas (one more than the timesteps).
-fn schedule(training: &TrainingSchedule, config: &SchedulerConfig, steps: usize, sigma_spacing: SigmaSpacing) -> (Vec<f64>, Vec<f32>) {
+fn schedule(
+    training: &TrainingSchedule,
+    config: &SchedulerConfig,
+    steps: usize,
+    sigma_spacing: SigmaSpacing,
+) -> (Vec<f64>, Vec<f32>) {
     let n = training.num_train_timesteps;
     let mut timesteps = sigma_schedules::multistep_timesteps(
         training_schedule::spacing(config, &DEFAULTS),
@@ -326,7 +334,13 @@ impl Sampler for UniPc {
         Ok(sample.clone())
     }
 
-    fn step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
         let model_output = to_f32(model_output)?;
         let mut x = to_f32(sample)?;
         let (alpha_t, sigma_t) = alpha_sigma(sample_sigma(&self.sigmas, index)?);
