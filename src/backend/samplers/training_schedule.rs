@@ -30,6 +30,9 @@ pub struct ClassDefaults {
     pub timestep_spacing: TimestepSpacing,
 }
 
+/// Upper bound accepted for `num_train_timesteps`.
+const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// The three beta schedules every class implements.
 pub const COMMON_BETA_SCHEDULES: &[BetaSchedule] =
     &[BetaSchedule::Linear, BetaSchedule::ScaledLinear, BetaSchedule::SquaredcosCapV2];
@@ -45,8 +48,12 @@ pub struct TrainingSchedule {
 impl TrainingSchedule {
     pub fn from_config(config: &SchedulerConfig, defaults: &ClassDefaults) -> Result<Self, SamplerError> {
         let num_train_timesteps = config.num_train_timesteps.unwrap_or(1000);
-        if num_train_timesteps < 2 {
-            return Err(SamplerError::config("num_train_timesteps", "must be at least 2"));
+        // Real models use 1000; the cap only keeps a broken file from allocating gigabytes.
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&num_train_timesteps) {
+            return Err(SamplerError::config(
+                "num_train_timesteps",
+                format!("must be between 2 and {MAX_TRAIN_TIMESTEPS}, got {num_train_timesteps}"),
+            ));
         }
         let beta_schedule = config.beta_schedule.unwrap_or(defaults.beta_schedule);
         let trained_betas = config.trained_betas.as_deref();
