@@ -2,3 +2,5 @@
 
 pub mod request;
 pub mod rng;
+pub mod image_io;
+pub mod infotext;
