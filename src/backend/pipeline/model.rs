@@ -100,6 +100,13 @@ impl SdModel {
         self.unet.config().sample_size.unwrap_or(64) as u32 * self.vae_scale_factor()
     }
 
+    /// Few-step distilled models (SD-Turbo, SDXL-Turbo, LCM, Lightning) want 1–4 steps and no
+    /// CFG. Nothing in a diffusers folder says so reliably, so go by the name users know them by.
+    pub fn is_distilled(&self) -> bool {
+        let name = format!("{} {}", self.id, self.dir.display()).to_ascii_lowercase();
+        ["turbo", "lcm", "lightning", "hyper"].iter().any(|k| name.contains(k))
+    }
+
     /// A 9-channel UNet takes mask + masked-image latents (a dedicated inpainting model).
     pub fn is_inpainting_model(&self) -> bool {
         self.unet.config().in_channels == 9

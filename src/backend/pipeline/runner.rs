@@ -8,7 +8,7 @@ use super::conditioning::{encode_prompts, PromptPair};
 use super::denoise::loop_len;
 use super::generate::{decode, generate_latents, internal, new_sampler, prepare_inputs, start_index, validate};
 use super::model::{Family, SdModel};
-use crate::backend::generation_engine::{JobContext, JobRunner, RunError};
+use crate::backend::generation_engine::{JobContext, JobRunner, ModelInfo, RunError};
 use crate::backend::image_io::{encode_image, encode_png};
 use crate::backend::infotext::{format_infotext, rng_label, InfotextFields};
 use crate::backend::preview::{latent_preview, LatentRgbFactors};
@@ -36,6 +36,25 @@ impl SdRunner {
 impl JobRunner for SdRunner {
     fn model_id(&self) -> String {
         self.model.id.clone()
+    }
+
+    fn model_info(&self) -> Option<ModelInfo> {
+        let m = &self.model;
+        let (default_steps, default_cfg_scale) = if m.is_distilled() { (4, 1.0) } else { (20, 7.0) };
+        Some(ModelInfo {
+            id: m.id.clone(),
+            name: model_display_name(&m.id),
+            hash: self.model_hash.clone(),
+            family: match m.family {
+                Family::Sd => "sd",
+                Family::Sdxl => "sdxl",
+            },
+            native_size: m.native_size(),
+            size_multiple: m.size_multiple(),
+            default_steps,
+            default_cfg_scale,
+            inpainting: m.is_inpainting_model(),
+        })
     }
 
     fn run(&mut self, ctx: &JobContext<'_>) -> Result<(), RunError> {
