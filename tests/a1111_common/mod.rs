@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use candle_core::Device;
 use sd_worker_rbee::backend::generation_engine::{GenerationEngine, JobContext, JobRunner, ModelInfo, RunError};
 use sd_worker_rbee::backend::image_io::encode_image;
+use sd_worker_rbee::backend::models::hub::HubOptions;
+use sd_worker_rbee::backend::pipeline::{load_runner, LoadOptions};
 use sd_worker_rbee::backend::infotext::{format_infotext, rng_label, InfotextFields};
 use sd_worker_rbee::backend::request::{GeneratedImage, GenerationRequest, JobEvent, PreviewImage, PreviewPolicy, RgbImage};
 use sd_worker_rbee::config::Config;
@@ -168,6 +171,19 @@ impl TestServer {
         let recorded = Recorded::default();
         let record = recorded.clone();
         let server = Self::start_with(config, recorded, move || Ok(FakeSd { step_delay, size_multiple, recorded: record })).await;
+        server.wait_loaded().await;
+        server
+    }
+
+    /// Serve the real pipeline on the tiny SD 1.5 fixture (64×64 native, sizes in multiples of 4).
+    pub async fn tiny(config: Config) -> TestServer {
+        let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-sd15").to_string();
+        let options = LoadOptions {
+            model,
+            hub: HubOptions { cache_dir: std::env::temp_dir().join("sd-worker-rbee-no-hub"), endpoint: Some("http://127.0.0.1:9".into()) },
+            device: Device::Cpu,
+        };
+        let server = Self::start_with(config, Recorded::default(), move || load_runner(&options)).await;
         server.wait_loaded().await;
         server
     }
