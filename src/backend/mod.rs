@@ -1,6 +1,7 @@
 //! Protocol-neutral generation core: one request type, a bounded queue, one engine thread.
 
 pub mod generation_engine;
+pub mod kernels;
 pub mod image_io;
 pub mod infotext;
 pub mod models;

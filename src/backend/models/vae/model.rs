@@ -9,6 +9,7 @@ use super::blocks::conv1x1;
 use super::config::VaeConfig;
 use super::decoder::Decoder;
 use super::encoder::Encoder;
+use crate::backend::kernels::conv2d::conv2d_layer;
 use crate::backend::models::error::ModelError;
 
 /// Weight files tried in order: the plain export first, then the fp16 variant that many hub
@@ -98,7 +99,7 @@ impl AutoencoderKl {
     pub fn encode(&self, image: &Tensor) -> candle_core::Result<LatentDistribution> {
         let h = self.encoder.forward(&image.to_dtype(self.dtype)?)?;
         let moments = match &self.quant_conv {
-            Some(conv) => conv.forward(&h)?,
+            Some(conv) => conv2d_layer(conv, &h)?,
             None => h,
         }
         .to_dtype(DType::F32)?;
@@ -117,7 +118,7 @@ impl AutoencoderKl {
     pub fn decode(&self, latents: &Tensor) -> candle_core::Result<Tensor> {
         let z = latents.to_dtype(self.dtype)?;
         let z = match &self.post_quant_conv {
-            Some(conv) => conv.forward(&z)?,
+            Some(conv) => conv2d_layer(conv, &z)?,
             None => z,
         };
         self.decoder.forward(&z)?.to_dtype(DType::F32)
