@@ -86,10 +86,18 @@ impl Worker {
         }
     }
 
-    /// SIGTERM, then the exit status (within 20 s).
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    fn send_sigterm(&self) {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill -TERM");
         assert!(status.success());
+    }
+
+    /// SIGTERM, then the exit status (within 20 s).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        self.send_sigterm();
+        self.wait_exit()
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -117,7 +125,33 @@ async fn the_hive_spawn_line_is_accepted_and_sigterm_exits_cleanly() {
     let root: Value = reqwest::get(worker.url("/")).await.expect("root").json().await.expect("json");
     assert_eq!(root["worker_id"], format!("worker-cpu-{}", worker.port));
     assert_eq!(root["model"], TINY_MODEL);
-    let status = worker.terminate();
+
+    let ready = worker.settled_ready().await;
+    assert_eq!(ready["state"], "idle", "the tiny model loads: {ready}; log:\n{}", worker.log());
+
+    // One job through the binary, the way the queen would drive it.
+    let client = reqwest::Client::new();
+    let job = serde_json::json!({"operation": "image_generation", "hive_id": "localhost", "model": TINY_MODEL,
+                                 "prompt": "a fox", "steps": 2, "width": 64, "height": 64, "preview_every": 0});
+    let created: Value = client.post(worker.url("/v1/jobs")).json(&job).send().await.expect("POST").json().await.expect("json");
+    let stream = client.get(worker.url(created["sse_url"].as_str().expect("sse_url"))).send().await.expect("stream");
+    let text = tokio::time::timeout(Duration::from_secs(60), stream.text()).await.expect("job finishes").expect("body");
+    assert!(text.contains("event: complete") && text.trim_end().ends_with("data: [DONE]"), "stream:\n{text}");
+
+    // SIGTERM during a long job: its stream ends with [CANCELLED] and the worker exits with 0.
+    let long = serde_json::json!({"operation": "image_generation", "prompt": "a fox", "steps": 150, "num_images": 8,
+                                  "width": 64, "height": 64, "preview_every": 0});
+    let created: Value = client.post(worker.url("/v1/jobs")).json(&long).send().await.expect("POST").json().await.expect("json");
+    let mut stream = client.get(worker.url(created["sse_url"].as_str().expect("sse_url"))).send().await.expect("stream");
+    let mut text = String::new();
+    while !text.contains("event: progress") {
+        let chunk = tokio::time::timeout(Duration::from_secs(60), stream.chunk()).await.expect("events").expect("read").expect("open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    worker.send_sigterm();
+    let rest = tokio::time::timeout(Duration::from_secs(20), stream.text()).await.expect("stream ends").expect("body");
+    assert!(rest.trim_end().ends_with("data: [CANCELLED]"), "stream after SIGTERM:\n{rest}");
+    let status = worker.wait_exit();
     assert!(status.success(), "exit status {status:?}; log:\n{}", worker.log());
 }
 

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use sd_worker_rbee::backend::generation_engine::{GenerationEngine, JobContext, JobRunner, RunError};
+use sd_worker_rbee::backend::image_io::{resize_mask, resize_rgb, ResizeMode};
+use sd_worker_rbee::backend::models::hub::HubOptions;
+use sd_worker_rbee::backend::pipeline::{load_runner, LoadOptions, SdRunner};
 use sd_worker_rbee::backend::request::{GeneratedImage, JobEvent, OutputFormat, PreviewImage, PreviewPolicy};
 use sd_worker_rbee::config::Config;
 use sd_worker_rbee::http::AppState;
@@ -17,9 +20,19 @@ use tokio::task::JoinHandle;
 /// How long any single wait in a test may take before it fails instead of hanging.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Stands in for the SD pipeline: reports steps and previews, then "paints" each image: the init
-/// image when there is one (with the masked area painted red), else a gradient. The PNGs are
-/// real, so clients can decode them and check sizes and pixels.
+/// The tiny SD 1.5 pipeline in the fixtures (64x64, random weights): a real model that runs a
+/// job in well under a second.
+pub const TINY_SD15: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-sd15");
+
+/// Load the tiny model as the binary loads any model.
+pub fn load_tiny() -> Result<SdRunner, String> {
+    let hub = HubOptions { cache_dir: std::env::temp_dir().join("sd-worker-rbee-tests-hf"), endpoint: None };
+    load_runner(&LoadOptions { model: TINY_SD15.to_string(), hub, device: candle_core::Device::Cpu })
+}
+
+/// Stands in for the SD pipeline where a test needs control over timing or wants to see exactly
+/// what reached the runner: reports steps and previews, then "paints" each image: the init image
+/// when there is one (resized like the pipeline does, masked area painted red), else a gradient.
 pub struct PaintingRunner {
     pub step_delay: Duration,
 }
@@ -28,13 +41,16 @@ impl PaintingRunner {
     fn paint(ctx: &JobContext<'_>) -> image::RgbImage {
         let req = ctx.request();
         let mut canvas = match &req.init_image {
-            Some(init) => image::RgbImage::from_raw(init.image.width, init.image.height, init.image.pixels.clone())
-                .expect("init image size matches its pixels"),
+            Some(init) => {
+                let resized = resize_rgb(&init.image, req.width, req.height).expect("resize init image");
+                image::RgbImage::from_raw(resized.width, resized.height, resized.pixels).expect("size matches pixels")
+            }
             None => image::RgbImage::from_fn(req.width, req.height, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])),
         };
-        if let Some(mask) = &req.mask {
+        if let Some(spec) = &req.mask {
+            let mask = resize_mask(&spec.mask, req.width, req.height, ResizeMode::JustResize).expect("resize mask");
             for (x, y, pixel) in canvas.enumerate_pixels_mut() {
-                if mask.mask.pixels[(y * mask.mask.width + x) as usize] > 127 {
+                if mask.pixels[(y * mask.width + x) as usize] > 127 {
                     *pixel = image::Rgb([255, 0, 0]);
                 }
             }
@@ -122,6 +138,11 @@ impl TestServer {
         Self::start_with(config, move || Ok(PaintingRunner { step_delay })).await
     }
 
+    /// Serve the tiny SD 1.5 fixture model (`config.model` should be [`TINY_SD15`]).
+    pub async fn start_tiny(config: Config) -> TestServer {
+        Self::start_with(config, load_tiny).await
+    }
+
     /// Wait until the model is loaded (`/v1/ready` says ready).
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
@@ -147,7 +168,14 @@ impl TestServer {
     }
 }
 
-/// A test config: defaults, with the given API keys.
+/// A config serving the tiny model, with the given API keys.
+pub fn tiny_config(api_keys: &[&str]) -> Config {
+    let mut config = config(api_keys);
+    config.model = TINY_SD15.into();
+    config
+}
+
+/// A test config for the stand-in runner: defaults, with the given API keys.
 pub fn config(api_keys: &[&str]) -> Config {
     let mut config = Config::defaults();
     config.model = "tiny-test-model".into();
