@@ -1,5 +1,6 @@
 //! Protocol-neutral generation core: one request type, a bounded queue, one engine thread.
 
+pub mod checkpoint;
 pub mod generation_engine;
 pub mod image_io;
 pub mod infotext;

@@ -158,6 +158,31 @@ fn download(repo_id: &str, hub: &HubOptions) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// Named files of a Hub repo (no `model_index.json` needed), from the cache when all are
+/// there, else downloaded into it. Returns the snapshot folder holding them.
+pub fn fetch_repo_files(repo_id: &str, files: &[&str], hub: &HubOptions) -> Result<PathBuf, ModelSourceError> {
+    let cache = Cache::new(hub.cache_dir.clone());
+    let cached: Option<Vec<PathBuf>> = files.iter().map(|f| cache.repo(Repo::model(repo_id.to_string())).get(f)).collect();
+    if let Some(dir) = cached.as_ref().and_then(|paths| paths.first()).and_then(|p| p.parent()) {
+        return Ok(dir.to_path_buf());
+    }
+    let download = || -> Result<PathBuf, String> {
+        let mut builder = ApiBuilder::from_cache(cache.clone()).with_progress(false).with_retries(1);
+        if let Some(endpoint) = &hub.endpoint {
+            builder = builder.with_endpoint(endpoint.clone());
+        }
+        let repo = builder.build().map_err(|e| e.to_string())?.model(repo_id.to_string());
+        let mut dir = None;
+        for file in files {
+            tracing::info!(repo = repo_id, file = %file, "downloading");
+            let path = repo.get(file).map_err(|e| format!("{file}: {e}"))?;
+            dir = path.parent().map(Path::to_path_buf);
+        }
+        dir.ok_or_else(|| "no files requested".to_string())
+    };
+    download().map_err(|reason| ModelSourceError::Download { repo: repo_id.to_string(), cache: hub.cache_dir.clone(), reason })
+}
+
 /// The files of one component folder to fetch, chosen from the repo's file list.
 fn files_for_component(component: &str, files: &[String]) -> Vec<String> {
     let prefix = format!("{component}/");

@@ -12,4 +12,4 @@ pub mod unet;
 pub mod vae;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;

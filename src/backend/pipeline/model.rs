@@ -63,6 +63,12 @@ pub struct SdModel {
     pub weights: NetworkWeights,
 }
 
+impl std::fmt::Debug for SdModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SdModel").field("id", &self.id).field("dir", &self.dir).field("family", &self.family).finish_non_exhaustive()
+    }
+}
+
 /// Everything a pipeline is made of, before the networks are built: configs, tensors (already
 /// in our module names), tokenizers and the scheduler config. Both loaders produce this.
 pub struct PipelineParts {

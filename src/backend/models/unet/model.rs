@@ -143,6 +143,10 @@ impl UNet2DConditionModel {
         self.dtype
     }
 
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Predict the noise for `sample` `[B, in_channels, h, w]` at `timestep` (fractional for
     /// Euler-type samplers), conditioned on `encoder_hidden_states` `[B, tokens, cross_dim]`
     /// and, for SDXL, on `added`. Runs in the model's dtype; returns the sample's dtype.
