@@ -57,7 +57,7 @@ impl JobRunner for NoPipeline {
 fn load_runner(options: &LoadOptions) -> Result<NoPipeline, String> {
     let _device = open_device(options.device_ordinal)?;
     let resolved = resolve_model(&options.model, &options.hub).map_err(|e| e.to_string())?;
-    Err(format!("model found at {}, but this build has no Stable Diffusion pipeline yet", resolved.dir.display()))
+    Err(format!("model found at {}, but this build has no Stable Diffusion pipeline yet", resolved.path.display()))
 }
 
 /// Start the engine; the model loads on its thread while the caller serves HTTP.

@@ -4,6 +4,8 @@ pub mod checkpoint;
 pub mod generation_engine;
 pub mod image_io;
 pub mod infotext;
+pub mod lora;
+pub mod model_library;
 pub mod models;
 pub mod pipeline;
 pub mod preview;

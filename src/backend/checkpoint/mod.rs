@@ -28,6 +28,7 @@ pub mod header;
 pub mod sidecar;
 pub mod tokenizers;
 pub mod unet_keys;
+pub mod vae_file;
 pub mod vae_keys;
 
 #[cfg(test)]
