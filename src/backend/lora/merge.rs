@@ -138,6 +138,12 @@ fn component_tensors(model: &SdModel, component: LoraComponent) -> Option<&Tenso
     }
 }
 
+/// `weight + delta` computed in f32 (an f16 weight plus a small delta would lose the delta's
+/// low bits in f16 arithmetic) and stored back in the weight's dtype.
+pub fn merged_weight(weight: &Tensor, delta: &Tensor) -> Result<Tensor, candle_core::Error> {
+    (weight.to_dtype(DType::F32)? + delta.to_dtype(DType::F32)?)?.to_dtype(weight.dtype())
+}
+
 /// Rebuild the networks that have deltas; everything else is shared with `base`.
 fn patched_model(base: &SdModel, deltas: BTreeMap<Target, Tensor>) -> Result<SdModel, LoraError> {
     let mut by_component: HashMap<LoraComponent, Vec<(String, Tensor)>> = HashMap::new();
@@ -150,8 +156,7 @@ fn patched_model(base: &SdModel, deltas: BTreeMap<Target, Tensor>) -> Result<SdM
         let Some(original) = component_tensors(base, component) else { continue };
         let mut tensors = original.clone();
         for (name, delta) in updates {
-            let weight = &original[&name];
-            let merged = (weight.to_dtype(DType::F32)? + delta)?.to_dtype(weight.dtype())?;
+            let merged = merged_weight(&original[&name], &delta)?;
             tensors.insert(name, merged);
         }
         let tensors = Arc::new(tensors);

@@ -277,3 +277,12 @@ fn cp_decomposed_locon_rebuilds_the_full_kernel() {
         }
     }
 }
+
+#[test]
+fn half_precision_weights_merge_in_f32_and_stay_f16() {
+    let weight = Tensor::new(&[1.0f32, 2.0, -3.0, 0.5], &Device::Cpu).unwrap().to_dtype(DType::F16).unwrap();
+    let delta = Tensor::new(&[0.25f32, -0.125, 1.0, 1.0 / 1024.0], &Device::Cpu).unwrap();
+    let merged = merge::merged_weight(&weight, &delta).unwrap();
+    assert_eq!(merged.dtype(), DType::F16);
+    assert_eq!(values(&merged), vec![1.25, 1.875, -2.0, 0.5 + 1.0 / 1024.0]);
+}

@@ -67,10 +67,10 @@ impl LoadOptions {
 pub fn load_runner(opts: &LoadOptions, library: Option<Arc<ModelLibrary>>) -> Result<SdRunner, String> {
     let loader = opts.loader();
     let from_library = library.as_ref().and_then(|l| l.resolve_checkpoint(&opts.model).ok());
-    let default = match from_library {
+    let (default, format) = match from_library {
         Some(entry) => {
             let model = loader.load(&entry.title, &entry.path, entry.format)?;
-            runner::resident_from_entry(&entry, model)
+            (runner::resident_from_entry(&entry, model), entry.format)
         }
         None => {
             let resolved = resolve_model(&opts.model, &opts.hub).map_err(|e| e.to_string())?;
@@ -82,10 +82,10 @@ pub fn load_runner(opts: &LoadOptions, library: Option<Arc<ModelLibrary>>) -> Re
                 ModelFormat::DiffusersFolder => unet_weights_file(&resolved.path.join("unet")),
             };
             let hash = hashed.and_then(|f| short_sha256(&f).ok());
-            ResidentModel::new(resolved.path.clone(), resolved.id.clone(), runner::model_display_name(&resolved.id), hash, model)
+            (ResidentModel::new(resolved.path.clone(), resolved.id.clone(), runner::model_display_name(&resolved.id), hash, model), resolved.format)
         }
     };
-    Ok(SdRunner::with_library(default, loader, library, opts.max_resident_models))
+    Ok(SdRunner::with_library(default, format, loader, library, opts.max_resident_models))
 }
 
 /// The UNet weights file whose hash names the model (A1111 hashes the checkpoint file).

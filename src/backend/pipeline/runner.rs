@@ -19,6 +19,7 @@ use crate::backend::image_io::{encode_image, encode_png};
 use crate::backend::infotext::{format_infotext, rng_label, InfotextFields};
 use crate::backend::lora::{AppliedLora, LoraError, LoraFileCache, LoraTargets};
 use crate::backend::model_library::{CheckpointEntry, LibraryError, ModelLibrary};
+use crate::backend::models::hub::ModelFormat;
 use crate::backend::preview::{latent_preview, LatentRgbFactors};
 use crate::backend::request::{GeneratedImage, GenerationRequest, JobError, JobEvent, PreviewImage, PreviewPolicy, RgbImage};
 
@@ -32,12 +33,37 @@ pub struct SdRunner {
     /// How to load more models; `None` for a runner fixed to one model.
     loader: Option<ModelLoader>,
     library: Option<Arc<ModelLibrary>>,
-    /// The model used when a request names none.
-    default_key: PathBuf,
+    /// The model used when a request names none (reloaded if it was evicted).
+    default: ModelSpec,
     resident: ResidentModels,
     lora_files: LoraFileCache,
     /// The model status reports (the last one used).
     current: String,
+}
+
+/// How to (re)load one model and what to call it.
+#[derive(Debug, Clone)]
+struct ModelSpec {
+    key: PathBuf,
+    title: String,
+    display_name: String,
+    hash: Option<String>,
+    format: ModelFormat,
+}
+
+impl ModelSpec {
+    fn of(model: &ResidentModel, format: ModelFormat) -> Self {
+        ModelSpec { key: model.key.clone(), title: model.title.clone(), display_name: model.display_name.clone(), hash: model.hash.clone(), format }
+    }
+
+    fn from_entry(entry: &CheckpointEntry) -> Self {
+        ModelSpec { key: entry.path.clone(), title: entry.title.clone(), display_name: entry.stem(), hash: Some(entry.hash.clone()), format: entry.format }
+    }
+
+    /// Whether a request's model name means this model.
+    fn is_named(&self, name: &str) -> bool {
+        self.title == name || self.display_name == name || self.key.as_os_str() == name
+    }
 }
 
 /// What a job runs with after model selection, LoRAs and VAE.
@@ -54,24 +80,27 @@ impl SdRunner {
     pub fn new(model: SdModel, model_hash: Option<String>) -> Self {
         let key = PathBuf::from(&model.id);
         let id = model.id.clone();
+        let format = if model.dir.is_dir() { ModelFormat::DiffusersFolder } else { ModelFormat::SingleFile };
+        let resident_model = ResidentModel::new(key, id.clone(), model_display_name(&id), model_hash, model);
+        let default = ModelSpec::of(&resident_model, format);
         let mut resident = ResidentModels::new(1);
-        resident.insert(ResidentModel::new(key.clone(), id.clone(), model_display_name(&id), model_hash, model));
-        SdRunner { loader: None, library: None, default_key: key, resident, lora_files: LoraFileCache::new(LORA_FILES_KEPT), current: id }
+        resident.insert(resident_model);
+        SdRunner { loader: None, library: None, default, resident, lora_files: LoraFileCache::new(LORA_FILES_KEPT), current: id }
     }
 
-    /// A runner that starts with `model` (loaded from `key`) and loads others from `library`
-    /// on demand, keeping at most `max_resident` loaded.
-    pub fn with_library(default: ResidentModel, loader: ModelLoader, library: Option<Arc<ModelLibrary>>, max_resident: usize) -> Self {
-        let key = default.key.clone();
+    /// A runner that starts with `default` (stored as `format` at its key) and loads others
+    /// from `library` on demand, keeping at most `max_resident` loaded.
+    pub fn with_library(default: ResidentModel, format: ModelFormat, loader: ModelLoader, library: Option<Arc<ModelLibrary>>, max_resident: usize) -> Self {
+        let spec = ModelSpec::of(&default, format);
         let current = default.title.clone();
         let mut resident = ResidentModels::new(max_resident);
         resident.insert(default);
-        SdRunner { loader: Some(loader), library, default_key: key, resident, lora_files: LoraFileCache::new(LORA_FILES_KEPT), current }
+        SdRunner { loader: Some(loader), library, default: spec, resident, lora_files: LoraFileCache::new(LORA_FILES_KEPT), current }
     }
 
-    /// The default model's base pipeline.
+    /// The default model's base pipeline, if it is resident.
     pub fn model(&mut self) -> Option<Arc<SdModel>> {
-        let key = self.default_key.clone();
+        let key = self.default.key.clone();
         self.resident.touch(&key).map(|m| m.base.clone())
     }
 
@@ -86,28 +115,41 @@ impl SdRunner {
 
     /// The resident model a request names, loading it if needed.
     fn select(&mut self, requested: Option<&str>, ctx: &JobContext<'_>) -> Result<PathBuf, RunError> {
-        let Some(name) = requested.map(str::trim).filter(|n| !n.is_empty()) else {
-            return Ok(self.default_key.clone());
+        let spec = match requested.map(str::trim).filter(|n| !n.is_empty()) {
+            None => self.default.clone(),
+            Some(name) => {
+                let known = |m: &ResidentModel| m.title == name || m.display_name == name || m.key.as_os_str() == name || m.base.id == name;
+                if let Some(key) = self.resident.iter().find(|m| known(m)).map(|m| m.key.clone()) {
+                    return Ok(key);
+                }
+                if self.default.is_named(name) {
+                    self.default.clone()
+                } else {
+                    let Some(library) = &self.library else {
+                        return Err(unavailable(format!(
+                            "model '{name}' is not loaded and this worker serves only '{}' (start it with --models-dir to switch models)",
+                            self.default.title
+                        )));
+                    };
+                    let entry = library.resolve_checkpoint(name).map_err(|e| match e {
+                        LibraryError::PathNotAllowed(_) => invalid("model", e.to_string()),
+                        other => unavailable(other.to_string()),
+                    })?;
+                    ModelSpec::from_entry(&entry)
+                }
+            }
         };
-        let known = |m: &ResidentModel| m.title == name || m.display_name == name || m.key.as_os_str() == name || m.base.id == name;
-        if let Some(key) = self.resident.iter().find(|m| known(m)).map(|m| m.key.clone()) {
-            return Ok(key);
+        if self.resident.touch(&spec.key).is_some() {
+            return Ok(spec.key);
         }
-        let (Some(library), Some(loader)) = (&self.library, &self.loader) else {
-            return Err(unavailable(format!("model '{name}' is not loaded and this worker serves only '{}' (start it with --models-dir to switch models)", self.current)));
+        let Some(loader) = &self.loader else {
+            return Err(unavailable(format!("model '{}' is not loaded and this runner cannot load models", spec.title)));
         };
-        let entry = library.resolve_checkpoint(name).map_err(|e| match e {
-            LibraryError::PathNotAllowed(_) => RunError::Failed(JobError::InvalidRequest { field: "model".into(), message: e.to_string() }),
-            other => unavailable(other.to_string()),
-        })?;
-        if self.resident.touch(&entry.path).is_some() {
-            return Ok(entry.path);
-        }
-        ctx.report_model_loading(&entry.title);
+        ctx.report_model_loading(&spec.title);
         self.resident.make_room();
-        let model = loader.load(&entry.title, &entry.path, entry.format).map_err(unavailable)?;
-        self.resident.insert(resident_from_entry(&entry, model));
-        Ok(entry.path)
+        let model = loader.load(&spec.title, &spec.key, spec.format).map_err(unavailable)?;
+        self.resident.insert(ResidentModel::new(spec.key.clone(), spec.title, spec.display_name, spec.hash, model));
+        Ok(spec.key)
     }
 
     /// Select the model, then apply the job's LoRAs and VAE to a patched copy of it.

@@ -67,7 +67,7 @@ fn engine(root: &Path, max_resident: usize) -> (Arc<GenerationEngine>, Arc<Model
     };
     let entry = library.resolve_checkpoint("tiny-sd15").unwrap();
     let default = resident_from_entry(&entry, loader.load(&entry.title, &entry.path, entry.format).unwrap());
-    let runner = SdRunner::with_library(default, loader, Some(library.clone()), max_resident);
+    let runner = SdRunner::with_library(default, entry.format, loader, Some(library.clone()), max_resident);
     (GenerationEngine::start(4, move || Ok(runner)), library)
 }
 
@@ -119,6 +119,12 @@ fn requests_switch_models_by_any_a1111_name() {
     back.model = Some(folder.hash.clone());
     let again = run(&engine, back).unwrap();
     assert_eq!(again.bytes, base.bytes, "the reloaded model reproduces its first image");
+    // Switch away again, then a request naming no model reloads the evicted default.
+    let mut away = request();
+    away.model = Some("tiny-ldm".into());
+    run(&engine, away).unwrap();
+    assert_eq!(run(&engine, request()).unwrap().bytes, base.bytes);
+    assert_eq!(engine.status().model_id.as_deref(), Some(folder.title.as_str()));
     let mut missing = request();
     missing.model = Some("no-such-model".into());
     assert!(matches!(run(&engine, missing), Err(JobError::ModelUnavailable(m)) if m.contains("no-such-model")));
