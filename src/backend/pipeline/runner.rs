@@ -18,6 +18,7 @@ use crate::backend::generation_engine::{JobContext, JobRunner, RunError};
 use crate::backend::image_io::{encode_image, encode_png};
 use crate::backend::infotext::{format_infotext, rng_label, InfotextFields};
 use crate::backend::lora::{AppliedLora, LoraError, LoraFileCache, LoraTargets};
+use crate::backend::model_library::resolve::is_builtin_vae;
 use crate::backend::model_library::{CheckpointEntry, LibraryError, ModelLibrary};
 use crate::backend::models::hub::ModelFormat;
 use crate::backend::preview::{latent_preview, LatentRgbFactors};
@@ -164,52 +165,13 @@ impl SdRunner {
         ctx.report_model_ready(&resident.title);
         self.current = resident.title.clone();
 
-        let mut model = resident.base.clone();
-        if !loras.is_empty() {
-            let targets = resident.lora_targets.get_or_insert_with(|| LoraTargets::new(&resident.base));
-            let mut applied: Vec<(AppliedLora, String, Option<String>)> = loras;
-            loop {
-                let set: Vec<AppliedLora> = applied.iter().map(|(a, _, _)| a.clone()).collect();
-                if set.is_empty() {
-                    break;
-                }
-                match resident.merged.get_or_merge(&resident.base, targets, &set) {
-                    Ok((merged, _)) => {
-                        model = merged;
-                        break;
-                    }
-                    Err(LoraError::NothingMatched { path, .. }) => {
-                        let position = applied.iter().position(|(a, _, _)| a.file.path == path).unwrap_or(0);
-                        let (_, name, _) = applied.remove(position);
-                        warnings.push(format!("LoRA '{name}' does not fit model '{}' (none of its weights matches); it was not applied", resident.title));
-                    }
-                    Err(e) => return Err(internal(e)),
-                }
-            }
-            let hashes: Vec<String> = applied
-                .iter()
-                .filter_map(|(_, name, hash)| hash.as_ref().map(|h| format!("{}: {h}", name.replace([':', ','], ""))))
-                .collect();
-            if !hashes.is_empty() {
-                extra.push(("Lora hashes".to_string(), hashes.join(", ")));
-            }
-        }
-
+        let mut model = merge_job_loras(resident, loras, &mut warnings, &mut extra)?;
         if let Some(vae_name) = req.vae.as_deref() {
             match (library.as_ref(), loader.as_ref()) {
                 (Some(library), Some(loader)) => match library.resolve_vae(vae_name) {
                     Ok(None) => {}
                     Ok(Some(entry)) => {
-                        let cached = resident.vae.as_ref().filter(|v| v.path == entry.path);
-                        let (vae, tensors) = match cached {
-                            Some(v) => (v.vae.clone(), v.tensors.clone()),
-                            None => {
-                                let (vae, tensors) = loader.load_vae(&entry.path, &resident.base).map_err(|e| invalid("vae", e))?;
-                                resident.vae = Some(VaeOverride { path: entry.path.clone(), vae: vae.clone(), tensors: tensors.clone() });
-                                (vae, tensors)
-                            }
-                        };
-                        model = Arc::new(model.with_vae(vae, tensors));
+                        model = with_job_vae(resident, &model, loader, &entry.path)?;
                         if let Some(hash) = library.vae_hash(&entry) {
                             extra.push(("VAE hash".to_string(), hash));
                         }
@@ -217,7 +179,7 @@ impl SdRunner {
                     }
                     Err(e) => warnings.push(format!("{e}; the checkpoint's own VAE was used")),
                 },
-                _ if crate::backend::model_library::resolve::is_builtin_vae(vae_name) => {}
+                _ if is_builtin_vae(vae_name) => {}
                 _ => warnings.push(format!("VAE '{vae_name}' cannot be selected without a models folder; the checkpoint's own VAE was used")),
             }
         }
@@ -244,6 +206,59 @@ impl SdRunner {
         }
         out
     }
+}
+
+/// The resident model with the job's LoRAs merged (the cached merge when the set repeats).
+/// A LoRA that fits none of the model's weights is dropped with a warning; the applied ones
+/// go into the infotext's `Lora hashes` as A1111 writes it (name without ':' and ',').
+fn merge_job_loras(
+    resident: &mut ResidentModel,
+    mut applied: Vec<(AppliedLora, String, Option<String>)>,
+    warnings: &mut Vec<String>,
+    extra: &mut Vec<(String, String)>,
+) -> Result<Arc<SdModel>, RunError> {
+    if applied.is_empty() {
+        return Ok(resident.base.clone());
+    }
+    let targets = resident.lora_targets.get_or_insert_with(|| LoraTargets::new(&resident.base));
+    let mut model = resident.base.clone();
+    while !applied.is_empty() {
+        let set: Vec<AppliedLora> = applied.iter().map(|(a, _, _)| a.clone()).collect();
+        match resident.merged.get_or_merge(&resident.base, targets, &set) {
+            Ok((merged, _)) => {
+                model = merged;
+                break;
+            }
+            Err(LoraError::NothingMatched { path, .. }) => {
+                let position = applied.iter().position(|(a, _, _)| a.file.path == path).ok_or_else(|| internal("a refused LoRA is not in the set"))?;
+                let (_, name, _) = applied.remove(position);
+                warnings.push(format!("LoRA '{name}' does not fit model '{}' (none of its weights matches); it was not applied", resident.title));
+            }
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    let hashes: Vec<String> = applied
+        .iter()
+        .filter_map(|(_, name, hash)| hash.as_ref().map(|h| format!("{}: {h}", name.replace([':', ','], ""))))
+        .collect();
+    if !hashes.is_empty() {
+        extra.push(("Lora hashes".to_string(), hashes.join(", ")));
+    }
+    Ok(model)
+}
+
+/// `model` with the VAE file at `path` (built once per resident model and reused).
+fn with_job_vae(resident: &mut ResidentModel, model: &SdModel, loader: &ModelLoader, path: &std::path::Path) -> Result<Arc<SdModel>, RunError> {
+    let cached = resident.vae.as_ref().filter(|v| v.path == path);
+    let (vae, tensors) = match cached {
+        Some(v) => (v.vae.clone(), v.tensors.clone()),
+        None => {
+            let (vae, tensors) = loader.load_vae(path, &resident.base).map_err(|e| invalid("vae", e))?;
+            resident.vae = Some(VaeOverride { path: path.to_path_buf(), vae: vae.clone(), tensors: tensors.clone() });
+            (vae, tensors)
+        }
+    };
+    Ok(Arc::new(model.with_vae(vae, tensors)))
 }
 
 impl JobRunner for SdRunner {
