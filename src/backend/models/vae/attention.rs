@@ -6,9 +6,11 @@
 //! checkpoints keep the 1x1-conv shape `[C, C, 1, 1]`; both are read as a `[C, C]` linear.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
-use super::blocks::vae_group_norm;
+use super::blocks::{vae_group_norm, GroupNorm};
+use crate::backend::kernels::attention::{fused_attention, supports as fused_attention_supported};
+use crate::backend::kernels::linear::linear;
 
 /// Upper bound on attention-score elements held at once (64 MiB of f32). The score matrix is
 /// tokens x tokens: 4096^2 fits for a 512^2 image, but 16384^2 (1024^2 image) would be 1 GiB,
@@ -83,15 +85,16 @@ impl MidAttention {
             .reshape((batch, channels, height * width))?
             .transpose(1, 2)?
             .contiguous()?;
-        let q = self.to_q.forward(&tokens)?;
-        let k = self.to_k.forward(&tokens)?;
-        let v = self.to_v.forward(&tokens)?;
-        let attended = self
-            .attend(&q, &k, &v, max_score_elements)?
-            .to_dtype(x.dtype())?;
-        let out = self
-            .to_out
-            .forward(&attended)?
+        let q = linear(&self.to_q, &tokens)?;
+        let k = linear(&self.to_k, &tokens)?;
+        let v = linear(&self.to_v, &tokens)?;
+        let attended = if fused_attention_supported(&q, &k, &v) {
+            fused_attention(&q, &k, &v, 1, self.scale as f32)?
+        } else {
+            self.attend(&q, &k, &v, max_score_elements)?
+                .to_dtype(x.dtype())?
+        };
+        let out = linear(&self.to_out, &attended)?
             .transpose(1, 2)?
             .reshape((batch, channels, height, width))?;
         out + x

@@ -1,9 +1,12 @@
 //! The convolutional pieces shared by the VAE encoder and decoder.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
 use super::attention::MidAttention;
+use crate::backend::kernels::conv2d::{conv2d_layer, conv2d_layer_padded, Padding};
+pub(super) use crate::backend::kernels::group_norm::GroupNorm;
+use crate::backend::kernels::profile;
 
 /// diffusers hard-codes this epsilon for every GroupNorm in the VAE (not read from the config).
 pub(super) const VAE_NORM_EPS: f64 = 1e-6;
@@ -17,7 +20,7 @@ const PAD_SAME_3X3: Conv2dConfig = Conv2dConfig {
 };
 
 pub(super) fn vae_group_norm(groups: usize, channels: usize, vb: VarBuilder) -> Result<GroupNorm> {
-    group_norm(groups, channels, VAE_NORM_EPS, vb)
+    GroupNorm::load(groups, channels, VAE_NORM_EPS, vb)
 }
 
 /// A 3x3 convolution that keeps the spatial size.
@@ -65,12 +68,12 @@ impl ResnetBlock {
 
 impl Module for ResnetBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.norm1.forward(x)?.silu()?;
-        let h = self.conv1.forward(&h)?;
-        let h = self.norm2.forward(&h)?.silu()?;
-        let h = self.conv2.forward(&h)?;
+        let h = self.norm1.forward_silu(x)?;
+        let h = conv2d_layer(&self.conv1, &h)?;
+        let h = self.norm2.forward_silu(&h)?;
+        let h = conv2d_layer(&self.conv2, &h)?;
         let skip = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x)?,
+            Some(conv) => conv2d_layer(conv, x)?,
             None => x.clone(),
         };
         skip + h
@@ -102,8 +105,8 @@ impl Downsample {
 
 impl Module for Downsample {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let padded = x.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?;
-        self.conv.forward(&padded)
+        let right_bottom = Padding { top: 0, left: 0, bottom: 1, right: 1 };
+        conv2d_layer_padded(&self.conv, x, right_bottom)
     }
 }
 
@@ -124,7 +127,11 @@ impl Upsample {
 impl Module for Upsample {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        self.conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+        let upsampled = {
+            let _t = profile::timer("upsample");
+            x.upsample_nearest2d(2 * h, 2 * w)?
+        };
+        conv2d_layer(&self.conv, &upsampled)
     }
 }
 

@@ -3,10 +3,11 @@
 //! resolution), then GroupNorm/SiLU/conv_out to RGB.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::{Conv2d, VarBuilder};
 
-use super::blocks::{conv3x3, vae_group_norm, MidBlock, ResnetBlock, Upsample};
+use super::blocks::{conv3x3, vae_group_norm, GroupNorm, MidBlock, ResnetBlock, Upsample};
 use super::config::VaeConfig;
+use crate::backend::kernels::conv2d::conv2d_layer;
 
 #[derive(Debug)]
 struct UpBlock {
@@ -87,12 +88,12 @@ impl Decoder {
 
 impl Module for Decoder {
     fn forward(&self, z: &Tensor) -> Result<Tensor> {
-        let h = self.conv_in.forward(z)?;
+        let h = conv2d_layer(&self.conv_in, z)?;
         let mut h = self.mid_block.forward(&h)?;
         for block in &self.up_blocks {
             h = block.forward(&h)?;
         }
-        let h = self.norm_out.forward(&h)?.silu()?;
-        self.conv_out.forward(&h)
+        let h = self.norm_out.forward_silu(&h)?;
+        conv2d_layer(&self.conv_out, &h)
     }
 }

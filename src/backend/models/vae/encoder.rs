@@ -3,10 +3,11 @@
 //! GroupNorm/SiLU/conv_out to `2 * latent_channels` (mean and log-variance).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::{Conv2d, VarBuilder};
 
-use super::blocks::{conv3x3, vae_group_norm, Downsample, MidBlock, ResnetBlock};
+use super::blocks::{conv3x3, vae_group_norm, GroupNorm, Downsample, MidBlock, ResnetBlock};
 use super::config::VaeConfig;
+use crate::backend::kernels::conv2d::conv2d_layer;
 
 #[derive(Debug)]
 struct DownBlock {
@@ -91,12 +92,12 @@ impl Encoder {
 
 impl Module for Encoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.conv_in.forward(x)?;
+        let mut h = conv2d_layer(&self.conv_in, x)?;
         for block in &self.down_blocks {
             h = block.forward(&h)?;
         }
         let h = self.mid_block.forward(&h)?;
-        let h = self.norm_out.forward(&h)?.silu()?;
-        self.conv_out.forward(&h)
+        let h = self.norm_out.forward_silu(&h)?;
+        conv2d_layer(&self.conv_out, &h)
     }
 }
