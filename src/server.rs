@@ -131,8 +131,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}:{}; is the port in use? pass --port", config.host, config.port))?;
     tracing::info!(address = %listener.local_addr()?, worker_id = %config.worker_id(), ?config, "listening");
     let library = open_library(&config)?;
-    let engine = start_engine(&config, library);
-    let state = AppState::new(config.clone(), engine);
+    let engine = start_engine(&config, library.clone());
+    let state = AppState::new(config.clone(), engine).with_library(library);
     let heartbeats = config
         .queen_url
         .clone()

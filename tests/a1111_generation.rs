@@ -328,6 +328,7 @@ async fn client_extra_keys_and_the_infotext_field_are_handled() {
     assert_eq!(response["images"].as_array().map(Vec::len), Some(1));
     let req = &server.requests()[0];
     assert_eq!(req.prompt, "girl,  \n", "comments and LoRA tags stripped before the model");
+    assert_eq!(req.loras, vec![sd_worker_rbee::backend::request::LoraSpec::new("style", 0.8)], "LoRA tags become the job's LoRAs");
     assert_eq!((req.cfg_scale, req.sampler, req.schedule), (6.0, SamplerKind::DpmPp2m, ScheduleKind::Karras));
     assert_eq!(info(&response)["prompt"], "girl, <lora:style:0.8> \n");
 

@@ -88,3 +88,57 @@ async fn the_same_seed_and_rng_give_the_same_image_as_the_native_api() {
     }
     server.stop().await;
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sd_model_checkpoint_switches_between_models_folder_checkpoints() {
+    let models = tempfile::tempdir().expect("temp dir");
+    for name in ["tiny-a", "tiny-b"] {
+        copy_dir(std::path::Path::new(a1111_common::TINY_SD15), &models.path().join("Stable-diffusion").join(name));
+    }
+    let library = sd_worker_rbee::backend::model_library::ModelLibrary::unscanned(models.path(), Default::default()).expect("library");
+    let server = TestServer::tiny_with_library(config(&[], 8), "tiny-a".into(), Some(library)).await;
+    let (_, listed) = get(&server.url("/sdapi/v1/sd-models")).await;
+    let titles: Vec<String> = listed.as_array().expect("list").iter().map(|m| m["title"].as_str().expect("title").to_string()).collect();
+    assert_eq!(titles.len(), 2, "{listed}");
+    let (title_a, title_b) = (titles[0].clone(), titles[1].clone());
+    assert!(title_a.starts_with("tiny-a [") && title_b.starts_with("tiny-b ["), "{titles:?}");
+    assert_eq!(listed[0]["sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(get(&server.url("/sdapi/v1/options")).await.1["sd_model_checkpoint"], json!(title_a));
+
+    // Open WebUI's switch: the whole dict back with another title.
+    let (_, mut options) = get(&server.url("/sdapi/v1/options")).await;
+    options["sd_model_checkpoint"] = json!(title_b);
+    assert_eq!(post(&server.url("/sdapi/v1/options"), &options).await, (200, Value::Null));
+    assert_eq!(get(&server.url("/sdapi/v1/options")).await.1["sd_model_checkpoint"], json!(title_b));
+    let body = json!({"prompt": "x", "steps": 1, "width": 64, "height": 64, "seed": 1});
+    let (status, response) = post(&server.url("/sdapi/v1/txt2img"), &body).await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(info(&response)["sd_model_name"], "tiny-b");
+    assert!(info(&response)["infotexts"][0].as_str().expect("infotext").contains("Model: tiny-b"));
+    assert_eq!(server.state.engine.status().model_id.as_deref(), Some(title_b.as_str()));
+
+    // override_settings picks a checkpoint for one call (any alias); an unknown one is dropped.
+    let mut once = body.clone();
+    once["override_settings"] = json!({"sd_model_checkpoint": "tiny-a"});
+    let (_, response) = post(&server.url("/sdapi/v1/txt2img"), &once).await;
+    assert_eq!(info(&response)["sd_model_name"], "tiny-a");
+    once["override_settings"] = json!({"sd_model_checkpoint": "not-there.safetensors"});
+    let (status, response) = post(&server.url("/sdapi/v1/txt2img"), &once).await;
+    assert_eq!((status, info(&response)["sd_model_name"].clone()), (200, json!("tiny-b")));
+    let (status, refused) = post(&server.url("/sdapi/v1/options"), &json!({"sd_model_checkpoint": "not-there.safetensors"})).await;
+    assert_eq!((status, refused["error"].clone()), (500, json!("RuntimeError")));
+    assert_eq!(post(&server.url("/sdapi/v1/refresh-checkpoints"), &json!({})).await, (200, Value::Null));
+    server.stop().await;
+}

@@ -28,6 +28,7 @@ use tower_http::cors::CorsLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::backend::generation_engine::GenerationEngine;
+use crate::backend::model_library::ModelLibrary;
 use crate::backend::request::GenerationRequest;
 use crate::backend::request_limits::RequestLimits;
 use crate::config::Config;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub jobs: Arc<JobRegistry>,
     pub api_keys: ApiKeys,
     pub limits: Arc<RequestLimits>,
+    /// The `--models-dir` library, for the faces' model/LoRA/VAE listings; `None` without one.
+    pub library: Option<Arc<ModelLibrary>>,
     draining: Arc<AtomicBool>,
 }
 
@@ -67,8 +70,15 @@ impl AppState {
             config: Arc::new(config),
             jobs: Arc::new(JobRegistry::new(DEFAULT_RETENTION)),
             limits: Arc::new(RequestLimits::default()),
+            library: None,
             draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Share the models folder the engine uses with the faces.
+    pub fn with_library(mut self, library: Option<Arc<ModelLibrary>>) -> Self {
+        self.library = library;
+        self
     }
 
     /// Queue a validated request and start recording its events. 503 when the queue is full, the

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use candle_core::Device;
 use sd_worker_rbee::backend::generation_engine::{GenerationEngine, JobContext, JobRunner, ModelInfo, RunError};
 use sd_worker_rbee::backend::image_io::encode_image;
+use sd_worker_rbee::backend::model_library::ModelLibrary;
 use sd_worker_rbee::backend::models::hub::HubOptions;
 use sd_worker_rbee::backend::pipeline::{load_runner, LoadOptions};
 use sd_worker_rbee::backend::infotext::{format_infotext, rng_label, InfotextFields};
@@ -23,6 +24,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The tiny SD 1.5 pipeline in the fixtures (64x64, random weights).
+pub const TINY_SD15: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-sd15");
 
 /// The fake model's short hash (its A1111 title is `fake-sd [0123456789]`).
 pub const FAKE_HASH: &str = "0123456789";
@@ -134,6 +138,7 @@ impl JobRunner for FakeSd {
                 height: req.height,
                 seed: image_seed,
                 infotext,
+                warnings: Vec::new(),
             }));
         }
         Ok(())
@@ -155,10 +160,18 @@ impl TestServer {
         R: JobRunner,
         L: FnOnce() -> Result<R, String> + Send + 'static,
     {
+        Self::start_with_library(config, recorded, None, load).await
+    }
+
+    pub async fn start_with_library<R, L>(config: Config, recorded: Recorded, library: Option<Arc<ModelLibrary>>, load: L) -> TestServer
+    where
+        R: JobRunner,
+        L: FnOnce() -> Result<R, String> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
         let url = format!("http://{}", listener.local_addr().expect("bound address"));
         let engine = GenerationEngine::start(config.queue_capacity as usize, load);
-        let state = AppState::new(config, engine);
+        let state = AppState::new(config, engine).with_library(library);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(sd_worker_rbee::server::serve_until(listener, state.clone(), async move {
             let _ = stopped.await;
@@ -177,13 +190,22 @@ impl TestServer {
 
     /// Serve the real pipeline on the tiny SD 1.5 fixture (64×64 native, sizes in multiples of 4).
     pub async fn tiny(config: Config) -> TestServer {
-        let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-sd15").to_string();
-        let options = LoadOptions {
-            model,
-            hub: HubOptions { cache_dir: std::env::temp_dir().join("sd-worker-rbee-no-hub"), endpoint: Some("http://127.0.0.1:9".into()) },
-            device: Device::Cpu,
-        };
-        let server = Self::start_with(config, Recorded::default(), move || load_runner(&options)).await;
+        Self::tiny_with_library(config, TINY_SD15.to_string(), None).await
+    }
+
+    /// The real pipeline with a models folder (`model` may name one of its checkpoints).
+    pub async fn tiny_with_library(config: Config, model: String, library: Option<Arc<ModelLibrary>>) -> TestServer {
+        let hub = HubOptions { cache_dir: std::env::temp_dir().join("sd-worker-rbee-no-hub"), endpoint: Some("http://127.0.0.1:9".into()) };
+        let mut options = LoadOptions::new(model, hub, Device::Cpu);
+        options.max_resident_models = 2;
+        let engine_library = library.clone();
+        let server = Self::start_with_library(config, Recorded::default(), library, move || {
+            if let Some(library) = &engine_library {
+                library.refresh().map_err(|e| e.to_string())?;
+            }
+            load_runner(&options, engine_library)
+        })
+        .await;
         server.wait_loaded().await;
         server
     }

@@ -12,9 +12,9 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::errors::A1111Error;
-use super::models::ServedCheckpoint;
+use super::models::{info_from_id, Checkpoint};
 use super::options::JobSettings;
-use super::prompt_text::{strip_comments, strip_extra_networks};
+use super::prompt_text::{extra_networks, strip_comments};
 use super::request_model::ProcessingFields;
 use super::run_tracker::ActiveRun;
 use super::samplers::{resolve, ResolvedSampler};
@@ -83,6 +83,8 @@ pub struct PreparedCall {
     pub seeds: SeedPlan,
     pub sampler: ResolvedSampler,
     pub settings: JobSettings,
+    /// The checkpoint the call runs on (`info.sd_model_name` / `sd_model_hash`).
+    pub checkpoint: Option<Checkpoint>,
     pub batch_size: u32,
     pub n_iter: u32,
     /// What the client gets: the requested size rounded down to a multiple of 8, as A1111's
@@ -103,7 +105,9 @@ pub async fn loaded_model(state: &AppState) -> Result<ModelInfo, A1111Error> {
             }
             EngineState::Stopped => return Err(ApiError::service_unavailable("SHUTTING_DOWN", "the worker is shutting down", None).into()),
             EngineState::Idle | EngineState::Busy => {
-                return ServedCheckpoint::current(state).info().cloned().ok_or_else(|| A1111Error::internal("the engine reports no model"))
+                let status = state.engine.status();
+                let info = status.model_info.or_else(|| status.model_id.as_deref().map(info_from_id));
+                return info.ok_or_else(|| A1111Error::internal("the engine reports no model"));
             }
         }
     }
@@ -131,8 +135,10 @@ pub fn prepare(common: &ProcessingFields, state: &AppState, face: &A1111Face, mo
     if let Some(title) = common.alwayson_scripts.iter().flatten().map(|(k, _)| k).next() {
         return Err(A1111Error::http(axum::http::StatusCode::UNPROCESSABLE_ENTITY, format!("always on script {title} not found")));
     }
-    let served = ServedCheckpoint::loaded(model.clone());
-    let settings = face.options.job_settings(common.override_settings(), &served)?;
+    let catalog = face.models.catalog(state);
+    let settings = face.options.job_settings(common.override_settings(), &catalog)?;
+    // The checkpoint this call uses: an override for this job, else `sd_model_checkpoint`.
+    let checkpoint = settings.checkpoint.clone().or_else(|| face.models.active(&catalog));
     let limits = &state.limits;
     let batch_size = positive("batch_size", common.batch_size(), i64::from(limits.max_images))?;
     let n_iter = positive("n_iter", common.n_iter(), MAX_N_ITER)?;
@@ -151,10 +157,12 @@ pub fn prepare(common: &ProcessingFields, state: &AppState, face: &A1111Face, mo
     let process = |text: &str| if settings.strip_prompt_comments { strip_comments(text) } else { text.to_string() };
     let prompt = process(common.prompt());
     let negative_prompt = process(common.negative_prompt());
-    let (model_prompt, removed) = strip_extra_networks(&prompt);
-    let (model_negative, removed_negative) = strip_extra_networks(&negative_prompt);
-    if !removed.is_empty() || !removed_negative.is_empty() {
-        tracing::warn!(tags = ?[removed, removed_negative].concat(), "extra networks (LoRA, hypernetworks) are not supported; tags removed from the prompt");
+    // A1111 applies the extra networks of the prompt; tags in the negative prompt are only removed.
+    let positive = extra_networks(&prompt);
+    let negative = extra_networks(&negative_prompt);
+    let ignored: Vec<&String> = positive.unsupported.iter().chain(&negative.unsupported).chain(negative.loras.iter().map(|l| &l.name_or_path)).collect();
+    if !ignored.is_empty() {
+        tracing::warn!(tags = ?ignored, "extra-network tags that cannot be applied were removed from the prompt");
     }
     for style in common.styles() {
         tracing::info!(style = %style, "no prompt styles are defined; style ignored");
@@ -171,8 +179,11 @@ pub fn prepare(common: &ProcessingFields, state: &AppState, face: &A1111Face, mo
         tracing::warn!("eta_noise_seed_delta is not supported by the engine yet; ignored");
     }
 
-    let mut base = GenerationRequest::new(model_prompt);
-    base.negative_prompt = model_negative;
+    let mut base = GenerationRequest::new(positive.text);
+    base.negative_prompt = negative.text;
+    base.loras = positive.loras;
+    base.model = checkpoint.as_ref().and_then(|c| c.request_name.clone());
+    base.vae = settings.vae.clone();
     base.width = generation_size.0;
     base.height = generation_size.1;
     base.steps = steps;
@@ -185,7 +196,7 @@ pub fn prepare(common: &ProcessingFields, state: &AppState, face: &A1111Face, mo
     base.output_format = settings.output_format;
     base.preview = settings.preview;
     check_limits(&base, state)?;
-    Ok(PreparedCall { base, prompt, negative_prompt, seeds, sampler, settings, batch_size, n_iter, output_size, generation_size })
+    Ok(PreparedCall { base, prompt, negative_prompt, seeds, sampler, settings, checkpoint, batch_size, n_iter, output_size, generation_size })
 }
 
 /// The shared limits, named as A1111 names the fields.

@@ -18,7 +18,6 @@ use super::errors::{A1111Error, A1111ErrorBody, ValidationErrorBody};
 use super::generation::{fit_to_output, loaded_model, prepare, run_jobs, PlannedJob, PreparedCall};
 use super::img2img_inputs::{fit_init_image, init_image, mask_image, parse_hex_color, MaskOptions};
 use super::infotext_fields::parse_request;
-use super::models::ServedCheckpoint;
 use super::request_model::{defaults, Img2ImgRequest};
 use super::response::{base_extra_params, encoded_images, info_json, Img2ImgResponse, InfoContext};
 use super::A1111Face;
@@ -154,8 +153,7 @@ pub async fn img2img(State(state): State<AppState>, Extension(face): Extension<A
             extra.insert("Mask blur y", options.blur_y as i64);
         }
     }
-    let served = ServedCheckpoint::loaded(model);
-    let ctx = InfoContext { served: &served, job_timestamp: &guard.run.job_timestamp, denoising_strength: Some(strength), extra_generation_params: extra };
+    let ctx = InfoContext { job_timestamp: &guard.run.job_timestamp, denoising_strength: Some(strength), extra_generation_params: extra };
     let info = info_json(&effective, &call, &result, &ctx)?;
     let images = encoded_images(&result.images, effective.send_images());
     if req.include_init_images != Some(true) {

@@ -1,6 +1,7 @@
 //! The lists and small endpoints frontends probe: models, samplers, schedulers, upscalers, VAEs,
-//! LoRAs, embeddings, styles, scripts, ..., memory and command-line flags, plus the refresh and
-//! (un)load calls. Lists of things this worker does not have are empty, never a 404.
+//! LoRAs, embeddings (from the `--models-dir` library), styles, scripts, ..., memory and
+//! command-line flags, plus the refresh and (un)load calls. Lists of things this worker does not
+//! have are empty, never a 404.
 
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -8,8 +9,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::models::ServedCheckpoint;
 use super::samplers::{sampler_items, scheduler_items, SamplerItem, SchedulerItem};
+use super::errors::{A1111Error, A1111ErrorBody};
 use super::A1111Face;
 use crate::http::AppState;
 
@@ -50,20 +51,110 @@ pub const LATENT_UPSCALE_MODES: &[&str] =
 pub const BUILTIN_UPSCALERS: &[&str] = &["None", "Lanczos", "Nearest"];
 
 #[utoipa::path(get, path = "/sdapi/v1/sd-models", tag = "a1111",
-    responses((status = 200, description = "The loaded checkpoint (empty while it loads)", body = Vec<SdModelItem>)))]
-pub async fn sd_models(State(state): State<AppState>) -> Json<Vec<SdModelItem>> {
-    let served = ServedCheckpoint::current(&state);
-    let item = served.info().zip(served.title()).map(|(info, title)| SdModelItem {
-        title,
-        model_name: info.name.clone(),
-        hash: info.hash.clone(),
-        // The engine hashes the weights for the short hash only.
-        sha256: None,
-        filename: info.id.clone(),
-        config: None,
-    });
-    Json(item.into_iter().collect())
+    responses((status = 200, description = "The models folder's checkpoints and the worker's own model (not listed while it loads)", body = Vec<SdModelItem>)))]
+pub async fn sd_models(State(state): State<AppState>, Extension(face): Extension<A1111Face>) -> Json<Vec<SdModelItem>> {
+    let catalog = face.models.catalog(&state);
+    Json(
+        catalog
+            .checkpoints
+            .into_iter()
+            .map(|c| SdModelItem { title: c.title, model_name: c.model_name, hash: c.hash, sha256: c.sha256, filename: c.filename, config: c.config })
+            .collect(),
+    )
 }
+
+/// `/sdapi/v1/loras` item (the built-in Lora extension's shape).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LoraItem {
+    /// What prompts use: `<lora:name:1.0>`.
+    pub name: String,
+    pub alias: String,
+    pub path: String,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, Value>,
+}
+
+/// `/sdapi/v1/sd-vae` and `/sd-modules` item.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VaeItem {
+    pub model_name: String,
+    pub filename: String,
+}
+
+#[utoipa::path(get, path = "/sdapi/v1/loras", tag = "a1111",
+    responses((status = 200, description = "LoRA files in the models folder", body = Vec<LoraItem>)))]
+pub async fn loras(State(state): State<AppState>) -> Json<Vec<LoraItem>> {
+    let entries = state.library.iter().flat_map(|l| l.loras());
+    Json(
+        entries
+            .map(|e| LoraItem {
+                name: e.name,
+                alias: e.alias,
+                path: e.path.display().to_string(),
+                metadata: e.metadata.into_iter().map(|(k, v)| (k, Value::from(v))).collect(),
+            })
+            .collect(),
+    )
+}
+
+fn vae_items(state: &AppState) -> Vec<VaeItem> {
+    let entries = state.library.iter().flat_map(|l| l.vaes());
+    entries.map(|e| VaeItem { model_name: e.model_name, filename: e.path.display().to_string() }).collect()
+}
+
+#[utoipa::path(get, path = "/sdapi/v1/sd-vae", tag = "a1111",
+    responses((status = 200, description = "VAE files in the models folder", body = Vec<VaeItem>)))]
+pub async fn sd_vae(State(state): State<AppState>) -> Json<Vec<VaeItem>> {
+    Json(vae_items(&state))
+}
+
+#[utoipa::path(get, path = "/sdapi/v1/sd-modules", tag = "a1111",
+    responses((status = 200, description = "Forge's module list: the VAE files (text encoders are not listed separately)", body = Vec<VaeItem>)))]
+pub async fn sd_modules(State(state): State<AppState>) -> Json<Vec<VaeItem>> {
+    Json(vae_items(&state))
+}
+
+#[utoipa::path(get, path = "/sdapi/v1/embeddings", tag = "a1111",
+    responses((status = 200, description = "Textual-inversion embeddings in the models folder", body = Object)))]
+pub async fn embeddings(State(state): State<AppState>) -> Json<Value> {
+    let loaded: serde_json::Map<String, Value> = state
+        .library
+        .iter()
+        .flat_map(|l| l.embeddings())
+        .map(|e| (e.name.clone(), json!({"step": null, "sd_checkpoint": null, "sd_checkpoint_name": null, "shape": e.shape, "vectors": e.vectors})))
+        .collect();
+    Json(json!({"loaded": loaded, "skipped": {}}))
+}
+
+/// Rescan the models folder (off the async runtime: new checkpoints are hashed).
+async fn rescan(state: &AppState) -> Result<Json<Value>, A1111Error> {
+    if let Some(library) = state.library.clone() {
+        tokio::task::spawn_blocking(move || library.refresh())
+            .await
+            .map_err(|e| A1111Error::internal(e.to_string()))?
+            .map_err(|e| A1111Error::internal(e.to_string()))?;
+    }
+    Ok(Json(Value::Null))
+}
+
+/// A rescan endpoint (A1111 has one per kind; one scan here covers them all).
+macro_rules! refresh_answer {
+    ($name:ident, $path:literal, $what:literal) => {
+        #[utoipa::path(post, path = $path, tag = "a1111",
+            responses(
+                (status = 200, description = concat!("The models folder was rescanned for ", $what, " (A1111 answers `null`)"), body = Option<Object>),
+                (status = 500, description = "The models folder could not be read", body = A1111ErrorBody),
+            ))]
+        pub async fn $name(State(state): State<AppState>) -> Result<Json<Value>, A1111Error> {
+            rescan(&state).await
+        }
+    };
+}
+
+refresh_answer!(refresh_checkpoints, "/sdapi/v1/refresh-checkpoints", "checkpoints");
+refresh_answer!(refresh_loras, "/sdapi/v1/refresh-loras", "LoRAs");
+refresh_answer!(refresh_vae, "/sdapi/v1/refresh-vae", "VAEs");
+refresh_answer!(refresh_embeddings, "/sdapi/v1/refresh-embeddings", "embeddings");
 
 #[utoipa::path(get, path = "/sdapi/v1/samplers", tag = "a1111",
     responses((status = 200, description = "Samplers this worker runs, A1111 names and aliases", body = Vec<SamplerItem>)))]
@@ -107,10 +198,6 @@ macro_rules! fixed_answer {
     };
 }
 
-fixed_answer!(sd_vae, get, "/sdapi/v1/sd-vae", "VAE files (none: the model's own VAE is used)", json!([]));
-fixed_answer!(sd_modules, get, "/sdapi/v1/sd-modules", "Forge's VAE/text-encoder modules (none)", json!([]));
-fixed_answer!(loras, get, "/sdapi/v1/loras", "LoRA files (none: LoRAs are not supported yet)", json!([]));
-fixed_answer!(embeddings, get, "/sdapi/v1/embeddings", "Textual-inversion embeddings (none)", json!({"loaded": {}, "skipped": {}}));
 fixed_answer!(prompt_styles, get, "/sdapi/v1/prompt-styles", "Prompt styles (none defined)", json!([]));
 fixed_answer!(scripts, get, "/sdapi/v1/scripts", "Scripts (none)", json!({"txt2img": [], "img2img": []}));
 fixed_answer!(script_info, get, "/sdapi/v1/script-info", "Script details (none)", json!([]));
@@ -118,12 +205,6 @@ fixed_answer!(extensions, get, "/sdapi/v1/extensions", "Extensions (none)", json
 fixed_answer!(hypernetworks, get, "/sdapi/v1/hypernetworks", "Hypernetworks (none)", json!([]));
 fixed_answer!(face_restorers, get, "/sdapi/v1/face-restorers", "Face restorers (none)", json!([]));
 fixed_answer!(realesrgan_models, get, "/sdapi/v1/realesrgan-models", "Real-ESRGAN models (none)", json!([]));
-fixed_answer!(
-    /// Nothing to rescan: the worker serves the one model it was started with.
-    refresh_checkpoints, post, "/sdapi/v1/refresh-checkpoints", "Done (A1111 answers `null`)", Value::Null);
-fixed_answer!(refresh_loras, post, "/sdapi/v1/refresh-loras", "Done (A1111 answers `null`)", Value::Null);
-fixed_answer!(refresh_vae, post, "/sdapi/v1/refresh-vae", "Done (A1111 answers `null`)", Value::Null);
-fixed_answer!(refresh_embeddings, post, "/sdapi/v1/refresh-embeddings", "Done (A1111 answers `null`)", Value::Null);
 fixed_answer!(ping, get, "/internal/ping", "The server is up", json!({}));
 
 #[utoipa::path(post, path = "/sdapi/v1/unload-checkpoint", tag = "a1111",

@@ -43,6 +43,7 @@ pub const FACE: Face = Face { name: "a1111", router, openapi };
 pub struct FaceState {
     pub options: options::OptionsStore,
     pub runs: run_tracker::RunTracker,
+    pub models: models::ModelSelection,
 }
 
 /// The handle handlers extract.
@@ -98,6 +99,8 @@ pub type A1111Face = Arc<FaceState>;
         samplers::SamplerItem,
         samplers::SchedulerItem,
         lists::SdModelItem,
+        lists::LoraItem,
+        lists::VaeItem,
         lists::UpscalerItem,
         lists::NamedItem,
         errors::A1111ErrorBody,

@@ -6,7 +6,7 @@
 //! this worker does not serve. The options the worker acts on are validated and interpreted by
 //! [`JobSettings`]: `CLIP_stop_at_last_layers`, `randn_source`, `samples_format`,
 //! `jpeg_quality`, `webp_lossless`, `live_previews_enable`, `show_progress_every_n_steps`,
-//! `enable_prompt_comments`. The others are stored and echoed only.
+//! `enable_prompt_comments`, `sd_vae`. The others are stored and echoed only.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -18,7 +18,7 @@ use axum::{Extension, Json};
 use serde_json::{Map, Value};
 
 use super::errors::{python_repr, A1111Error, A1111ErrorBody, ValidationErrorBody};
-use super::models::ServedCheckpoint;
+use super::models::{Catalog, Checkpoint};
 use super::A1111Face;
 use crate::backend::request::{OutputFormat, PreviewPolicy, RngKind};
 use crate::http::AppState;
@@ -48,6 +48,10 @@ pub struct JobSettings {
     pub preview: PreviewPolicy,
     pub strip_prompt_comments: bool,
     pub eta_noise_seed_delta: i64,
+    /// `sd_vae`: a VAE from the models folder; `None` for "Automatic"/"None" (the checkpoint's).
+    pub vae: Option<String>,
+    /// `override_settings.sd_model_checkpoint`, when it names a known checkpoint.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// Largest `CLIP_stop_at_last_layers` A1111's UI allows.
@@ -83,6 +87,7 @@ fn validate_known(key: &str, value: &Value) -> Result<(), A1111Error> {
         "show_progress_every_n_steps" => int_in(key, value, -1, 1000).map(drop),
         "eta_noise_seed_delta" => int_in(key, value, i64::MIN, i64::MAX).map(drop),
         "webp_lossless" | "live_previews_enable" | "enable_prompt_comments" => bool_of(key, value).map(drop),
+        "sd_vae" => value.as_str().map(drop).ok_or_else(|| invalid(key, "a VAE name, \"Automatic\" or \"None\"", value)),
         _ => Ok(()),
     }
 }
@@ -117,6 +122,8 @@ impl JobSettings {
             preview,
             strip_prompt_comments: bool_of("enable_prompt_comments", &get("enable_prompt_comments"))?,
             eta_noise_seed_delta: int_in("eta_noise_seed_delta", &get("eta_noise_seed_delta"), i64::MIN, i64::MAX)?,
+            checkpoint: None,
+            vae: get("sd_vae").as_str().map(str::trim).filter(|v| !v.is_empty() && *v != "Automatic" && *v != "None").map(str::to_string),
         })
     }
 }
@@ -137,13 +144,14 @@ impl OptionsStore {
         self.values.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Every option, with the live model keys filled in.
-    pub fn snapshot(&self, served: &ServedCheckpoint) -> Map<String, Value> {
+    /// Every option, with the live model keys filled in from the active checkpoint.
+    pub fn snapshot(&self, active: Option<&Checkpoint>) -> Map<String, Value> {
         let mut map: Map<String, Value> = self.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        map.insert("sd_model_checkpoint".into(), served.title().map_or(Value::Null, Value::from));
-        // A1111 stores the full sha256 here; the engine knows the short hash, which is what
-        // clients compare with `sd-models`' `hash`.
-        map.insert("sd_checkpoint_hash".into(), Value::from(served.short_hash().unwrap_or_default()));
+        map.insert("sd_model_checkpoint".into(), active.map_or(Value::Null, |c| Value::from(c.title.clone())));
+        // A1111 keeps the full sha256 here (webuiapi matches it against `sd-models`' sha256);
+        // a model outside the models folder only has the short hash.
+        let hash = active.and_then(|c| c.sha256.clone().or_else(|| c.hash.clone())).unwrap_or_default();
+        map.insert("sd_checkpoint_hash".into(), Value::from(hash));
         map
     }
 
@@ -153,16 +161,20 @@ impl OptionsStore {
     }
 
     /// A1111's `set_config`: the checkpoint first, then every key; nothing changes unless all
-    /// keys are acceptable.
-    pub fn apply(&self, update: &Map<String, Value>, served: &ServedCheckpoint) -> Result<(), A1111Error> {
+    /// keys are acceptable. Returns the checkpoint the update selects, if it names one.
+    pub fn apply(&self, update: &Map<String, Value>, catalog: &Catalog) -> Result<Option<Checkpoint>, A1111Error> {
+        let mut selected = None;
         if let Some(checkpoint) = update.get("sd_model_checkpoint").filter(|v| !v.is_null()) {
             let name = checkpoint.as_str().map(str::to_string).unwrap_or_else(|| checkpoint.to_string());
-            if !served.matches(&name) {
-                return Err(A1111Error::exception(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "RuntimeError",
-                    format!("model {} not found", python_repr(&name)),
-                ));
+            match catalog.resolve(&name) {
+                Some(found) => selected = Some(found.clone()),
+                None => {
+                    return Err(A1111Error::exception(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "RuntimeError",
+                        format!("model {} not found", python_repr(&name)),
+                    ))
+                }
             }
         }
         let mut values = self.lock();
@@ -180,21 +192,22 @@ impl OptionsStore {
                 values.insert(key.clone(), value.clone());
             }
         }
-        Ok(())
+        Ok(selected)
     }
 
     /// The settings for a job: stored options, then `override_settings`. Unknown override keys
     /// are ignored (logged), and an unknown checkpoint is dropped, as A1111 drops it.
-    pub fn job_settings<'a>(&self, overrides: impl Iterator<Item = (&'a String, &'a Value)>, served: &ServedCheckpoint) -> Result<JobSettings, A1111Error> {
+    pub fn job_settings<'a>(&self, overrides: impl Iterator<Item = (&'a String, &'a Value)>, catalog: &Catalog) -> Result<JobSettings, A1111Error> {
         let mut values = self.lock().clone();
+        let mut checkpoint = None;
         for (key, value) in overrides {
             if value.is_null() {
                 continue;
             }
             if key == "sd_model_checkpoint" {
-                let name = value.as_str().unwrap_or_default();
-                if !served.matches(name) {
-                    tracing::warn!(checkpoint = %value, "override_settings names a checkpoint this worker does not serve; using the loaded model");
+                checkpoint = catalog.resolve(value.as_str().unwrap_or_default()).cloned();
+                if checkpoint.is_none() {
+                    tracing::warn!(checkpoint = %value, "override_settings names an unknown checkpoint; using the current one (as A1111 does)");
                 }
                 continue;
             }
@@ -205,15 +218,15 @@ impl OptionsStore {
             validate_known(key, value)?;
             values.insert(key.clone(), value.clone());
         }
-        JobSettings::from_options(&values)
+        Ok(JobSettings { checkpoint, ..JobSettings::from_options(&values)? })
     }
 }
 
 #[utoipa::path(get, path = "/sdapi/v1/options", tag = "a1111",
     responses((status = 200, description = "Every option with its value", body = Object)))]
 pub async fn get_options(State(state): State<AppState>, Extension(face): Extension<A1111Face>) -> Json<Map<String, Value>> {
-    let served = ServedCheckpoint::current(&state);
-    Json(face.options.snapshot(&served))
+    let catalog = face.models.catalog(&state);
+    Json(face.options.snapshot(face.models.active(&catalog).as_ref()))
 }
 
 #[utoipa::path(post, path = "/sdapi/v1/options", tag = "a1111",
@@ -229,8 +242,10 @@ pub async fn set_options(State(state): State<AppState>, Extension(face): Extensi
     let Value::Object(update) = value else {
         return Err(A1111Error::validation(Vec::new(), "type_error.dict", "value is not a valid dict"));
     };
-    let served = ServedCheckpoint::current(&state);
-    face.options.apply(&update, &served)?;
+    let catalog = face.models.catalog(&state);
+    if let Some(checkpoint) = face.options.apply(&update, &catalog)? {
+        face.models.select(checkpoint);
+    }
     Ok(Json(Value::Null))
 }
 
@@ -238,12 +253,13 @@ pub async fn set_options(State(state): State<AppState>, Extension(face): Extensi
 mod tests {
     use super::*;
     use serde_json::json;
-    use crate::http::a1111::models::info_from_id;
+    use crate::http::a1111::models::{info_from_id, Checkpoint};
 
-    fn served() -> ServedCheckpoint {
+    fn served() -> Catalog {
         let mut info = info_from_id("models/tiny-sd15");
         info.hash = Some("0123456789".into());
-        ServedCheckpoint::loaded(info)
+        let current = Checkpoint::from_info(&info);
+        Catalog { checkpoints: vec![current.clone()], current: Some(current), info: Some(info) }
     }
 
     #[test]
@@ -268,11 +284,13 @@ mod tests {
     #[test]
     fn the_whole_dict_posts_back_and_overrides_apply() {
         let store = OptionsStore::default();
-        let mut all = store.snapshot(&served());
+        let catalog = served();
+        let mut all = store.snapshot(catalog.current.as_ref());
         assert_eq!(all["sd_model_checkpoint"], "tiny-sd15 [0123456789]");
         all.insert("randn_source".into(), Value::from("CPU"));
         all.insert("CLIP_stop_at_last_layers".into(), Value::from(2));
-        store.apply(&all, &served()).expect("accepted");
+        let selected = store.apply(&all, &catalog).expect("accepted");
+        assert_eq!(selected.map(|c| c.title), Some("tiny-sd15 [0123456789]".to_string()));
         let settings = store.job_settings(std::iter::empty(), &served()).expect("valid");
         assert_eq!((settings.rng, settings.clip_skip), (RngKind::TorchCpu, 2));
         let overrides: BTreeMap<String, Value> =

@@ -10,7 +10,6 @@ use utoipa::ToSchema;
 
 use super::errors::A1111Error;
 use super::generation::{PreparedCall, RunResult};
-use super::models::ServedCheckpoint;
 use super::python_json::dumps;
 use super::request_model::{Img2ImgRequest, ProcessingFields, Txt2ImgRequest};
 use crate::backend::request::GeneratedImage;
@@ -98,7 +97,6 @@ struct ProcessedInfo<'a> {
 
 /// What `info` needs beyond the request and the prepared call.
 pub struct InfoContext<'a> {
-    pub served: &'a ServedCheckpoint,
     pub job_timestamp: &'a str,
     pub denoising_strength: Option<f64>,
     pub extra_generation_params: OrderedObject,
@@ -125,8 +123,8 @@ pub fn info_json(common: &ProcessingFields, call: &PreparedCall, result: &RunRes
         batch_size: call.batch_size,
         restore_faces: false,
         face_restoration_model: None,
-        sd_model_name: ctx.served.model_name(),
-        sd_model_hash: ctx.served.short_hash(),
+        sd_model_name: call.checkpoint.as_ref().map(|c| c.model_name.as_str()),
+        sd_model_hash: call.checkpoint.as_ref().and_then(|c| c.hash.as_deref()),
         sd_vae_name: None,
         sd_vae_hash: None,
         seed_resize_from_w: common.seed_resize_from_w.unwrap_or(-1),

@@ -13,7 +13,6 @@ use super::errors::{A1111Error, A1111ErrorBody, ValidationErrorBody};
 use super::generation::{fit_to_output, loaded_model, prepare, run_jobs, PlannedJob};
 use super::infotext_fields::parse_request;
 use super::lists::{BUILTIN_UPSCALERS, LATENT_UPSCALE_MODES};
-use super::models::ServedCheckpoint;
 use super::request_model::Txt2ImgRequest;
 use super::response::{base_extra_params, encoded_images, info_json, InfoContext, Txt2ImgResponse};
 use super::A1111Face;
@@ -67,9 +66,7 @@ pub async fn txt2img(State(state): State<AppState>, Extension(face): Extension<A
         .collect();
     let mut result = run_jobs(&state, &guard.run, jobs).await?;
     result.images = fit_to_output(std::mem::take(&mut result.images), &call)?;
-    let served = ServedCheckpoint::loaded(model);
     let ctx = InfoContext {
-        served: &served,
         job_timestamp: &guard.run.job_timestamp,
         denoising_strength: effective.denoising_strength,
         extra_generation_params: base_extra_params(&call),
