@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use crate::backend::model_info::ModelInfo;
 use crate::backend::request::{GenerationRequest, JobError, JobEvent, PreviewImage};
 use crate::backend::request_queue::{CancelToken, JobHandle, JobId, QueueError, QueuedJob, RequestQueue};
 
@@ -66,6 +67,11 @@ pub trait JobRunner: Send + 'static {
     /// Short id of the loaded model, for status reports.
     fn model_id(&self) -> String;
 
+    /// Sizes and defaults faces fill requests with. Runners that cannot tell get SD 1.5's.
+    fn model_info(&self) -> ModelInfo {
+        ModelInfo::sd15()
+    }
+
     fn run(&mut self, ctx: &JobContext<'_>) -> Result<(), RunError>;
 }
 
@@ -109,6 +115,8 @@ pub struct CurrentJob {
 pub struct StatusSnapshot {
     pub state: EngineState,
     pub model_id: Option<String>,
+    /// Known once the model is loaded.
+    pub model_info: Option<ModelInfo>,
     pub current: Option<CurrentJob>,
     pub jobs_done: u64,
 }
@@ -121,7 +129,8 @@ pub struct EngineStatus {
 
 impl EngineStatus {
     fn new() -> Self {
-        EngineStatus { inner: Mutex::new(StatusSnapshot { state: EngineState::Loading, model_id: None, current: None, jobs_done: 0 }) }
+        let initial = StatusSnapshot { state: EngineState::Loading, model_id: None, model_info: None, current: None, jobs_done: 0 };
+        EngineStatus { inner: Mutex::new(initial) }
     }
 
     fn lock(&self) -> MutexGuard<'_, StatusSnapshot> {
@@ -258,7 +267,11 @@ where
     let loaded = panic::catch_unwind(AssertUnwindSafe(load)).unwrap_or_else(|p| Err(format!("model loading panicked: {}", panic_message(&p))));
     let mut runner = match loaded {
         Ok(runner) => {
-            status.lock().model_id = Some(runner.model_id());
+            {
+                let mut s = status.lock();
+                s.model_id = Some(runner.model_id());
+                s.model_info = Some(runner.model_info());
+            }
             status.set_state(EngineState::Idle);
             runner
         }

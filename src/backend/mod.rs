@@ -1,6 +1,7 @@
 //! Protocol-neutral generation core: one request type, a bounded queue, one engine thread.
 
 pub mod generation_engine;
+pub mod model_info;
 pub mod models;
 pub mod request;
 pub mod request_limits;
