@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::backend::model_info::ModelInfo;
 use crate::backend::request::{GenerationRequest, JobError, JobEvent, PreviewImage};
 use crate::backend::request_queue::{CancelToken, JobHandle, JobId, QueueError, QueuedJob, RequestQueue};
 
@@ -67,9 +66,9 @@ pub trait JobRunner: Send + 'static {
     /// Short id of the loaded model, for status reports.
     fn model_id(&self) -> String;
 
-    /// Sizes and defaults faces fill requests with. Runners that cannot tell get SD 1.5's.
-    fn model_info(&self) -> ModelInfo {
-        ModelInfo::sd15()
+    /// Facts about the loaded model the faces need to fill in their defaults.
+    fn model_info(&self) -> Option<ModelInfo> {
+        None
     }
 
     fn run(&mut self, ctx: &JobContext<'_>) -> Result<(), RunError>;
@@ -110,12 +109,33 @@ pub struct CurrentJob {
     pub latest_preview: Option<PreviewImage>,
 }
 
+/// Protocol-neutral facts about the loaded model: faces use them for defaults (size, steps, CFG)
+/// and listings (name, hash).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub id: String,
+    /// Display name (last path/repo component), as A1111 names checkpoints.
+    pub name: String,
+    /// First 10 hex digits of the weights' sha256, when known.
+    pub hash: Option<String>,
+    /// "sd" (1.x/2.x) or "sdxl".
+    pub family: &'static str,
+    /// Size the model was trained at, in pixels (square).
+    pub native_size: u32,
+    /// Width and height must be multiples of this.
+    pub size_multiple: u32,
+    /// Sensible defaults for this model (turbo/LCM-style models: few steps, no CFG).
+    pub default_steps: u32,
+    pub default_cfg_scale: f64,
+    /// A 9-channel inpainting UNet.
+    pub inpainting: bool,
+}
+
 /// A consistent copy of the engine's status.
 #[derive(Debug, Clone)]
 pub struct StatusSnapshot {
     pub state: EngineState,
     pub model_id: Option<String>,
-    /// Known once the model is loaded.
     pub model_info: Option<ModelInfo>,
     pub current: Option<CurrentJob>,
     pub jobs_done: u64,
@@ -129,8 +149,7 @@ pub struct EngineStatus {
 
 impl EngineStatus {
     fn new() -> Self {
-        let initial = StatusSnapshot { state: EngineState::Loading, model_id: None, model_info: None, current: None, jobs_done: 0 };
-        EngineStatus { inner: Mutex::new(initial) }
+        EngineStatus { inner: Mutex::new(StatusSnapshot { state: EngineState::Loading, model_id: None, model_info: None, current: None, jobs_done: 0 }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, StatusSnapshot> {
@@ -270,7 +289,7 @@ where
             {
                 let mut s = status.lock();
                 s.model_id = Some(runner.model_id());
-                s.model_info = Some(runner.model_info());
+                s.model_info = runner.model_info();
             }
             status.set_state(EngineState::Idle);
             runner

@@ -1,8 +1,12 @@
 //! Protocol-neutral generation core: one request type, a bounded queue, one engine thread.
 
 pub mod generation_engine;
-pub mod model_info;
+pub mod kernels;
+pub mod image_io;
+pub mod infotext;
 pub mod models;
+pub mod pipeline;
+pub mod preview;
 pub mod request;
 pub mod request_limits;
 pub mod request_queue;

@@ -6,10 +6,9 @@ use std::io::Cursor;
 use std::time::Duration;
 
 use base64::Engine as _;
-use sd_worker_rbee::backend::generation_engine::{GenerationEngine, JobContext, JobRunner, RunError};
-use sd_worker_rbee::backend::model_info::ModelInfo;
+use sd_worker_rbee::backend::generation_engine::{GenerationEngine, JobContext, JobRunner, ModelInfo, RunError};
 use sd_worker_rbee::backend::request::{
-    GeneratedImage, GenerationRequest, JobError, JobEvent, OutputFormat, PreviewImage, PreviewPolicy, SamplerKind,
+    GeneratedImage, GenerationRequest, JobError, JobEvent, OutputFormat, PreviewImage, PreviewPolicy,
 };
 use sd_worker_rbee::config::Config;
 use sd_worker_rbee::http::AppState;
@@ -22,12 +21,15 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the stand-in model reports: 64 px native, 8 px grid, 4 steps.
 pub fn stand_in_model_info() -> ModelInfo {
     ModelInfo {
-        native_width: 64,
-        native_height: 64,
+        id: "stand-in".into(),
+        name: "stand-in".into(),
+        hash: None,
+        family: "sd",
+        native_size: 64,
         size_multiple: 8,
         default_steps: 4,
         default_cfg_scale: 7.5,
-        default_sampler: SamplerKind::Euler,
+        inpainting: false,
     }
 }
 
@@ -74,8 +76,8 @@ impl JobRunner for StandInRunner {
         "stand-in".into()
     }
 
-    fn model_info(&self) -> ModelInfo {
-        stand_in_model_info()
+    fn model_info(&self) -> Option<ModelInfo> {
+        Some(stand_in_model_info())
     }
 
     fn run(&mut self, ctx: &JobContext<'_>) -> Result<(), RunError> {

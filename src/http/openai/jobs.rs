@@ -5,8 +5,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::backend::generation_engine::EngineState;
-use crate::backend::model_info::ModelInfo;
+use crate::backend::generation_engine::{EngineState, ModelInfo};
+use crate::backend::request::GenerationRequest;
+use crate::backend::request_limits::RequestLimits;
 use crate::http::job_registry::JobStatus;
 use crate::http::openai::errors::{OpenAiError, MODEL_LOADING_RETRY_AFTER_SECS};
 use crate::http::openai::models::local_model_ids;
@@ -18,11 +19,29 @@ use crate::http::openai::url_images::public_base;
 use crate::http::openai::OpenAiShared;
 use crate::http::AppState;
 
+/// For a runner that does not describe its model: what [`GenerationRequest::new`] assumes (an
+/// SD 1.x model at 512 px) on the limits' grid.
+fn assumed_model_info(id: String) -> ModelInfo {
+    let defaults = GenerationRequest::new("");
+    ModelInfo {
+        name: id.clone(),
+        id,
+        hash: None,
+        family: "sd",
+        native_size: defaults.width,
+        size_multiple: RequestLimits::default().side_multiple,
+        default_steps: defaults.steps,
+        default_cfg_scale: defaults.cfg_scale,
+        inpainting: false,
+    }
+}
+
 /// The loaded model's facts, or why requests cannot run yet.
 fn loaded_model(state: &AppState) -> Result<ModelInfo, OpenAiError> {
     let status = state.engine.status();
     match (status.model_info, status.state) {
         (Some(info), _) => Ok(info),
+        (None, EngineState::Idle | EngineState::Busy) => Ok(assumed_model_info(status.model_id.unwrap_or_default())),
         (None, EngineState::Error(message)) => Err(OpenAiError::unavailable("model_unavailable", message)),
         (None, EngineState::Stopped) => Err(OpenAiError::unavailable("shutting_down", "the worker is shutting down")),
         (None, _) => Err(OpenAiError::temporarily_unavailable(

@@ -1,7 +1,7 @@
 //! The one translation from an OpenAI image request (any of the three endpoints) to a
 //! [`GenerationRequest`], plus the settings the reply needs (shape, exact size, format).
 
-use crate::backend::model_info::ModelInfo;
+use crate::backend::generation_engine::ModelInfo;
 use crate::backend::request::{
     GenerationRequest, InitImage, MaskImage, MaskSpec, OutputFormat, PreviewPolicy, RgbImage, SamplerKind, ScheduleKind,
 };
@@ -154,13 +154,13 @@ pub fn plan(params: ImageParams, model: &ModelInfo, limits: &RequestLimits, loca
     let (width, height) = match (parse_size(params.size.as_deref())?, &params.source) {
         (RequestedSize::Exact { width, height }, _) => (width, height),
         (RequestedSize::Auto, Some(source)) => fit_output(source.image.width, source.image.height),
-        (RequestedSize::Auto, None) => (model.native_width, model.native_height),
+        (RequestedSize::Auto, None) => (model.native_size, model.native_size),
     };
     let (gen_width, gen_height) = generation_size(width, height, model, limits);
     let (steps_factor, quality) = quality_steps(params.quality);
 
     let mut request = GenerationRequest::new(params.prompt.clone());
-    model.apply_defaults(&mut request);
+    request.cfg_scale = model.default_cfg_scale;
     request.width = gen_width;
     request.height = gen_height;
     request.num_images = n;
@@ -312,14 +312,7 @@ mod tests {
     use super::*;
 
     fn tiny() -> ModelInfo {
-        ModelInfo {
-            native_width: 64,
-            native_height: 64,
-            size_multiple: 4,
-            default_steps: 4,
-            default_cfg_scale: 7.5,
-            default_sampler: SamplerKind::Euler,
-        }
+        crate::http::openai::sizes::test_model_info(64, 4, 4)
     }
 
     fn plan_it(params: ImageParams) -> Result<ImageJob, OpenAiError> {

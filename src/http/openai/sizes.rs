@@ -5,7 +5,7 @@
 //! above it SD models repeat subjects, far below they fall apart), with both sides on the model's
 //! grid; the faces then resize to the exact request.
 
-use crate::backend::model_info::ModelInfo;
+use crate::backend::generation_engine::ModelInfo;
 use crate::backend::request_limits::RequestLimits;
 use crate::http::openai::errors::OpenAiError;
 
@@ -69,7 +69,7 @@ pub fn generation_size(width: u32, height: u32, model: &ModelInfo, limits: &Requ
     let grid = lcm(model.size_multiple.max(1), limits.side_multiple.max(1));
     let min_side = limits.min_side.div_ceil(grid) * grid;
     let max_side = (limits.max_side / grid * grid).max(min_side);
-    let native_area = f64::from(model.native_width) * f64::from(model.native_height);
+    let native_area = f64::from(model.native_size) * f64::from(model.native_size);
     let area = f64::from(width) * f64::from(height);
     let target = area.clamp(native_area * MIN_AREA_SHARE, native_area * MAX_AREA_SHARE);
     let scale = (target / area).sqrt();
@@ -78,6 +78,22 @@ pub fn generation_size(width: u32, height: u32, model: &ModelInfo, limits: &Requ
         (cells * grid).clamp(min_side, max_side)
     };
     (snap(width), snap(height))
+}
+
+/// A model description for unit tests.
+#[cfg(test)]
+pub(crate) fn test_model_info(native_size: u32, size_multiple: u32, default_steps: u32) -> ModelInfo {
+    ModelInfo {
+        id: "test".into(),
+        name: "test".into(),
+        hash: None,
+        family: "sd",
+        native_size,
+        size_multiple,
+        default_steps,
+        default_cfg_scale: 7.5,
+        inpainting: false,
+    }
 }
 
 fn lcm(a: u32, b: u32) -> u32 {
@@ -96,7 +112,7 @@ mod tests {
     use super::*;
 
     fn model(native: u32, multiple: u32) -> ModelInfo {
-        ModelInfo::for_model("m", native, multiple)
+        test_model_info(native, multiple, 20)
     }
 
     #[test]
