@@ -33,16 +33,11 @@ pub fn decode_base64(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 fn decode_image(field: &str, text: &str, max_pixels: u64) -> Result<DynamicImage, ApiError> {
-    decode_image_bytes(field, &decode_base64(field, text)?, max_pixels)
-}
-
-/// Decode an image file (format sniffed from its bytes, never from a declared content type),
-/// refusing more than `max_pixels` before allocating it.
-pub fn decode_image_bytes(field: &str, bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, ApiError> {
+    let bytes = decode_base64(field, text)?;
     let not_an_image = |e: &dyn std::fmt::Display| {
         ApiError::invalid_field(field, format!("{field} is not a readable image ({e}); send a PNG, JPEG or WebP image"))
     };
-    let reader = || ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| not_an_image(&e));
+    let reader = || ImageReader::new(Cursor::new(bytes.as_slice())).with_guessed_format().map_err(|e| not_an_image(&e));
     let (width, height) = reader()?.into_dimensions().map_err(|e| not_an_image(&e))?;
     if u64::from(width) * u64::from(height) > max_pixels {
         return Err(ApiError::invalid_field(

@@ -2,11 +2,11 @@
 //! [`GenerationRequest`], plus the settings the reply needs (shape, exact size, format).
 
 use crate::backend::generation_engine::ModelInfo;
+use crate::backend::image_io::{resize_mask, resize_rgb, ImageIoError, ResizeMode};
 use crate::backend::request::{
     GenerationRequest, InitImage, MaskImage, MaskSpec, OutputFormat, PreviewPolicy, RgbImage, SamplerKind, ScheduleKind,
 };
 use crate::backend::request_limits::{RequestField, RequestLimits};
-use crate::http::image_input::{resize_mask, resize_rgb};
 use crate::http::openai::errors::OpenAiError;
 use crate::http::openai::models::{resolve_family, Endpoint, Family};
 use crate::http::openai::sizes::{fit_output, generation_size, parse_size, RequestedSize};
@@ -187,9 +187,11 @@ pub fn plan(params: ImageParams, model: &ModelInfo, limits: &RequestLimits, loca
             (_, None, _) => EDIT_STRENGTH,
         };
         let strength = params.extras.strength.or(params.extras.denoising_strength).unwrap_or(strength);
-        request.init_image = Some(InitImage { image: resize_rgb(source.image, gen_width, gen_height)?, strength });
+        let image = resize_rgb(&source.image, gen_width, gen_height).map_err(resize_failed)?;
+        request.init_image = Some(InitImage { image, strength });
         if let Some(mask) = mask {
-            request.mask = Some(MaskSpec { mask: resize_mask(mask, gen_width, gen_height)?, blur: 0, invert: false });
+            let mask = resize_mask(&mask, gen_width, gen_height, ResizeMode::JustResize).map_err(resize_failed)?;
+            request.mask = Some(MaskSpec { mask, blur: 0, invert: false });
         }
     }
     check_limits(&request, limits)?;
@@ -209,6 +211,10 @@ pub fn plan(params: ImageParams, model: &ModelInfo, limits: &RequestLimits, loca
         prompt: params.prompt,
     };
     Ok(ImageJob { request, reply })
+}
+
+fn resize_failed(e: ImageIoError) -> OpenAiError {
+    OpenAiError::server_error(format!("could not resize the input image: {e}"))
 }
 
 fn output_encoding(format: Option<ImageFormat>, compression: Option<u32>) -> Result<OutputEncoding, OpenAiError> {

@@ -5,10 +5,9 @@
 
 use axum::body::Bytes;
 use axum::extract::multipart::{Multipart, MultipartRejection};
-use image::DynamicImage;
 
+use crate::backend::image_io::{decode_rgba, RgbaImage};
 use crate::backend::request::{MaskImage, RgbImage};
-use crate::http::image_input::decode_image_bytes;
 use crate::http::openai::errors::OpenAiError;
 use crate::http::openai::plan::SourceImage;
 
@@ -57,27 +56,35 @@ pub async fn read_form(multipart: Result<Multipart, MultipartRejection>) -> Resu
     Ok(form)
 }
 
-fn decode(field: &str, bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, OpenAiError> {
-    decode_image_bytes(field, bytes, max_pixels).map_err(|e| {
+fn decode(field: &str, bytes: &[u8], max_pixels: u64) -> Result<RgbaImage, OpenAiError> {
+    decode_rgba(bytes, max_pixels).map_err(|e| {
         OpenAiError::invalid_param(
             field,
             "invalid_image_format",
-            format!("Invalid file '{field}': {}. Supported formats are PNG, JPEG and WebP.", e.message),
+            format!("Invalid file '{field}': {e}. Supported formats are PNG, JPEG and WebP."),
         )
     })
 }
 
-fn to_rgb(image: &DynamicImage) -> RgbImage {
-    let rgb = image.to_rgb8();
-    RgbImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() }
+fn to_rgb(image: &RgbaImage) -> RgbImage {
+    let pixels = image.pixels.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    RgbImage { width: image.width, height: image.height, pixels }
 }
 
 /// OpenAI masks mark the area to edit with transparent pixels; the engine repaints white.
-/// A mask without an alpha channel is read as a plain white = repaint mask.
-pub fn engine_mask(image: &DynamicImage) -> MaskImage {
-    let pixels =
-        if image.color().has_alpha() { image.to_rgba8().pixels().map(|p| 255 - p.0[3]).collect() } else { image.to_luma8().into_raw() };
-    MaskImage { width: image.width(), height: image.height(), pixels }
+/// A mask without an alpha channel is read as a plain white = repaint mask (its luminance).
+pub fn engine_mask(image: &RgbaImage) -> MaskImage {
+    let pixels = if image.has_alpha {
+        image.pixels.chunks_exact(4).map(|p| 255 - p[3]).collect()
+    } else {
+        // ITU-R 601 luma, as PIL's convert("L") computes it.
+        image
+            .pixels
+            .chunks_exact(4)
+            .map(|p| ((299 * u32::from(p[0]) + 587 * u32::from(p[1]) + 114 * u32::from(p[2]) + 500) / 1000) as u8)
+            .collect()
+    };
+    MaskImage { width: image.width, height: image.height, pixels }
 }
 
 /// The first image (the one SD edits; further images would need a multi-reference model and
@@ -94,8 +101,8 @@ pub fn source_image(form: &UploadForm, max_pixels: u64) -> Result<SourceImage, O
         tracing::info!(images = form.images.len(), "edit with several images: the first is edited, the others are not used");
     }
     let mask = form.mask.as_deref().map(|bytes| decode("mask", bytes, max_pixels)).transpose()?;
-    let alpha = image.color().has_alpha().then(|| engine_mask(&image)).filter(|m| m.pixels.iter().any(|&v| v > 0));
-    Ok(SourceImage { image: to_rgb(&image), mask: mask.as_ref().map(engine_mask), image_alpha: alpha })
+    let image_alpha = image.has_alpha.then(|| engine_mask(&image)).filter(|m| m.pixels.iter().any(|&v| v > 0));
+    Ok(SourceImage { image: to_rgb(&image), mask: mask.as_ref().map(engine_mask), image_alpha })
 }
 
 #[cfg(test)]
@@ -114,11 +121,9 @@ mod tests {
 
     #[test]
     fn transparent_mask_pixels_become_white() {
-        let mut rgba = image::RgbaImage::from_pixel(2, 1, image::Rgba([0, 0, 0, 255]));
-        rgba.put_pixel(1, 0, image::Rgba([0, 0, 0, 0]));
-        let mask = engine_mask(&DynamicImage::ImageRgba8(rgba));
-        assert_eq!(mask.pixels, vec![0, 255]);
-        let grey = image::GrayImage::from_raw(2, 1, vec![255, 0]).expect("2x1");
-        assert_eq!(engine_mask(&DynamicImage::ImageLuma8(grey)).pixels, vec![255, 0]);
+        let rgba = RgbaImage { width: 2, height: 1, pixels: vec![0, 0, 0, 255, 0, 0, 0, 0], has_alpha: true };
+        assert_eq!(engine_mask(&rgba).pixels, vec![0, 255]);
+        let opaque = RgbaImage { width: 2, height: 1, pixels: vec![255, 255, 255, 255, 0, 0, 0, 255], has_alpha: false };
+        assert_eq!(engine_mask(&opaque).pixels, vec![255, 0], "no alpha: white = repaint");
     }
 }
