@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::backend::generation_engine::{GenerationEngine, JobContext, JobRunner, RunError};
-use crate::backend::models::hub::{resolve_model, HubOptions};
+use crate::backend::generation_engine::GenerationEngine;
+use crate::backend::models::hub::HubOptions;
+use crate::backend::pipeline::{load_runner, LoadOptions};
 use crate::config::Config;
 use crate::device::{device_label, open_device};
 use crate::heartbeat;
@@ -31,41 +32,16 @@ pub fn hub_options(config: &Config) -> HubOptions {
     }
 }
 
-/// What loading the model needs.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    pub model: String,
-    pub hub: HubOptions,
-    pub device_ordinal: u32,
-}
-
-/// Placeholder-free stand-in until the SD pipeline (`backend::pipeline::load_runner`) is merged:
-/// it resolves the model for real, so a wrong `--model` is reported exactly as it will be, then
-/// reports that this build cannot generate yet.
-pub enum NoPipeline {}
-
-impl JobRunner for NoPipeline {
-    fn model_id(&self) -> String {
-        match *self {}
-    }
-
-    fn run(&mut self, _ctx: &JobContext<'_>) -> Result<(), RunError> {
-        match *self {}
-    }
-}
-
-fn load_runner(options: &LoadOptions) -> Result<NoPipeline, String> {
-    let _device = open_device(options.device_ordinal)?;
-    let resolved = resolve_model(&options.model, &options.hub).map_err(|e| e.to_string())?;
-    Err(format!("model found at {}, but this build has no Stable Diffusion pipeline yet", resolved.dir.display()))
-}
-
 /// Start the engine; the model loads on its thread while the caller serves HTTP.
 pub fn start_engine(config: &Config) -> Arc<GenerationEngine> {
-    let options = LoadOptions { model: config.model.clone(), hub: hub_options(config), device_ordinal: config.device };
+    let (model, hub, ordinal) = (config.model.clone(), hub_options(config), config.device);
     GenerationEngine::start(config.queue_capacity as usize, move || {
-        tracing::info!(model = %options.model, "loading model");
-        load_runner(&options)
+        let device = open_device(ordinal)?;
+        tracing::info!(%model, "loading model");
+        let started = std::time::Instant::now();
+        let runner = load_runner(&LoadOptions { model, hub, device })?;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
+        Ok(runner)
     })
 }
 

@@ -14,7 +14,7 @@ use crate::backend::request::{
 };
 use crate::backend::request_limits::{RequestField, RequestLimits};
 use crate::http::error::ApiError;
-use crate::http::image_input::{decode_mask_image, decode_rgb_image, resize_mask, resize_rgb};
+use crate::http::image_input::{decode_mask_image, decode_rgb_image};
 
 /// The operations this worker runs, as rbee tags them.
 pub const SUPPORTED_OPERATIONS: &[&str] = &["image_generation", "image_transform", "image_inpaint"];
@@ -388,10 +388,11 @@ fn from_transform(op: ImageTransformRequest, limits: &RequestLimits, served: &Se
     };
     let mut request = base_request(common, served)?;
     let image = decode_rgb_image("input_image", &op.input_image, limits.max_input_pixels)?;
-    let (width, height) = (limits.snap_side(image.width), limits.snap_side(image.height));
-    request.width = width;
-    request.height = height;
-    request.init_image = Some(InitImage { image: resize_rgb(image, width, height)?, strength: op.strength });
+    // The output keeps the input's size, snapped onto the model's grid; the pipeline resizes the
+    // image to it.
+    request.width = limits.snap_side(image.width);
+    request.height = limits.snap_side(image.height);
+    request.init_image = Some(InitImage { image, strength: op.strength });
     Ok(request)
 }
 
@@ -409,13 +410,13 @@ fn from_inpaint(op: ImageInpaintRequest, limits: &RequestLimits, served: &Served
     let mut request = base_request(common, served)?;
     let image = decode_rgb_image("init_image", &op.init_image, limits.max_input_pixels)?;
     let mask = decode_mask_image("mask_image", &op.mask_image, limits.max_input_pixels)?;
-    let (width, height) = (limits.snap_side(image.width), limits.snap_side(image.height));
-    request.width = width;
-    request.height = height;
+    // As for transforms, the pipeline resizes the image and the mask to the snapped size.
+    request.width = limits.snap_side(image.width);
+    request.height = limits.snap_side(image.height);
     // Inpainting repaints the masked area from scratch, as diffusers' inpaint pipeline does by
     // default (strength 1.0).
-    request.init_image = Some(InitImage { image: resize_rgb(image, width, height)?, strength: 1.0 });
-    request.mask = Some(MaskSpec { mask: resize_mask(mask, width, height)?, blur: 0, invert: false });
+    request.init_image = Some(InitImage { image, strength: 1.0 });
+    request.mask = Some(MaskSpec { mask, blur: 0, invert: false });
     Ok(request)
 }
 
