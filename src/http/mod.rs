@@ -13,6 +13,7 @@ pub mod error;
 pub mod image_input;
 pub mod job_registry;
 pub mod native;
+pub mod openai;
 pub mod openapi;
 pub mod request_id;
 pub mod sse;
@@ -45,7 +46,7 @@ pub struct Face {
 }
 
 /// Every face this worker serves. Add new faces here.
-pub const FACES: &[Face] = &[native::FACE];
+pub const FACES: &[Face] = &[native::FACE, openai::FACE];
 
 /// What every handler can reach.
 #[derive(Clone)]
