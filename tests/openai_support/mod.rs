@@ -113,6 +113,7 @@ impl JobRunner for StandInRunner {
                 height: req.height,
                 seed: image_seed,
                 infotext: format!("{}\nSteps: {}, Seed: {image_seed}", req.prompt, req.steps),
+                warnings: Vec::new(),
             }));
         }
         Ok(())
