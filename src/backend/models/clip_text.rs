@@ -182,9 +182,7 @@ impl ClipTextModel {
     ) -> std::result::Result<Self, ModelError> {
         let config = ClipTextConfig::from_file(&dir.join("config.json"))?;
         let weight_files = safetensors_files(dir)?;
-        // SAFETY: the files are memory-mapped read-only; like every mmap-based loader we rely
-        // on nobody truncating or rewriting model files while they are being loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weight_files, dtype, device)? };
+        let vb = super::safetensors_reader::var_builder(&weight_files, dtype, device)?;
         Ok(Self::new(config, vb)?)
     }
 

@@ -5,6 +5,7 @@
 pub mod clip_text;
 pub mod error;
 pub mod hub;
+pub mod safetensors_reader;
 pub mod text_conditioning;
 pub mod tokenizer;
 pub mod unet;

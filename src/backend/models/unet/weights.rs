@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
 use crate::backend::models::error::ModelError;
+use crate::backend::models::safetensors_reader::SafetensorsReader;
 
 const WEIGHTS_STEM: &str = "diffusion_pytorch_model";
 
@@ -88,10 +88,9 @@ impl LoadedNames {
     }
 }
 
-/// The mmapped-safetensors backend of `VarBuilder::from_mmaped_safetensors`, plus a record of
-/// each tensor name that is read.
+/// The safetensors reader, plus a record of each tensor name that is read.
 struct TrackingBackend {
-    tensors: MmapedSafetensors,
+    tensors: SafetensorsReader,
     loaded: LoadedNames,
 }
 
@@ -120,21 +119,15 @@ impl SimpleBackend for TrackingBackend {
     }
 }
 
-/// A memory-mapped `VarBuilder` over `files` that converts every tensor to `dtype` (F16 on disk is
+/// A `VarBuilder` over `files` (read tensor by tensor, not memory-mapped) that converts every tensor to `dtype` (F16 on disk is
 /// loaded as F32 for parity), the set of all tensor names in the files, and the record of reads.
 pub fn tracked_var_builder(
     files: &[PathBuf],
     dtype: DType,
     device: &Device,
 ) -> Result<(VarBuilder<'static>, BTreeSet<String>, LoadedNames), ModelError> {
-    // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on them not
-    // being truncated or rewritten while the model is alive.
-    let tensors = unsafe { MmapedSafetensors::multi(files)? };
-    let present: BTreeSet<String> = tensors
-        .tensors()
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
+    let tensors = SafetensorsReader::open(files)?;
+    let present: BTreeSet<String> = tensors.names().cloned().collect();
     let loaded = LoadedNames::default();
     let backend = TrackingBackend {
         tensors,
