@@ -2,6 +2,7 @@
 
 pub mod generation_engine;
 pub mod models;
+pub mod prompt;
 pub mod request;
 pub mod request_limits;
 pub mod request_queue;
