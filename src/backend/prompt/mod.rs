@@ -3,3 +3,4 @@
 //! text encoding that puts them together.
 
 pub mod parser;
+pub mod schedule;
