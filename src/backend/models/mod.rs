@@ -10,4 +10,4 @@ pub mod tokenizer;
 pub mod unet;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;

@@ -2,6 +2,7 @@
 //! alternation schedules, extra-network tags (`<lora:…>`), 75-token chunking, and the weighted
 //! text encoding that puts them together.
 
+pub mod chunking;
 pub mod lora_tags;
 pub mod parser;
 pub mod schedule;
