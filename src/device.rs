@@ -33,6 +33,7 @@ pub fn open_device(ordinal: u32) -> Result<Device, String> {
             tracing::info!(ordinal, "CPU build: --device is ignored");
         }
         tracing::info!("running on the CPU (build with --features cuda or metal for a GPU)");
+        crate::backend::kernels::log_cpu_kernels();
         Ok(Device::Cpu)
     }
 }

@@ -66,6 +66,11 @@ pub trait JobRunner: Send + 'static {
     /// Short id of the loaded model, for status reports.
     fn model_id(&self) -> String;
 
+    /// Facts about the loaded model the faces need to fill in their defaults.
+    fn model_info(&self) -> Option<ModelInfo> {
+        None
+    }
+
     fn run(&mut self, ctx: &JobContext<'_>) -> Result<(), RunError>;
 }
 
@@ -104,11 +109,34 @@ pub struct CurrentJob {
     pub latest_preview: Option<PreviewImage>,
 }
 
+/// Protocol-neutral facts about the loaded model: faces use them for defaults (size, steps, CFG)
+/// and listings (name, hash).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub id: String,
+    /// Display name (last path/repo component), as A1111 names checkpoints.
+    pub name: String,
+    /// First 10 hex digits of the weights' sha256, when known.
+    pub hash: Option<String>,
+    /// "sd" (1.x/2.x) or "sdxl".
+    pub family: &'static str,
+    /// Size the model was trained at, in pixels (square).
+    pub native_size: u32,
+    /// Width and height must be multiples of this.
+    pub size_multiple: u32,
+    /// Sensible defaults for this model (turbo/LCM-style models: few steps, no CFG).
+    pub default_steps: u32,
+    pub default_cfg_scale: f64,
+    /// A 9-channel inpainting UNet.
+    pub inpainting: bool,
+}
+
 /// A consistent copy of the engine's status.
 #[derive(Debug, Clone)]
 pub struct StatusSnapshot {
     pub state: EngineState,
     pub model_id: Option<String>,
+    pub model_info: Option<ModelInfo>,
     pub current: Option<CurrentJob>,
     pub jobs_done: u64,
 }
@@ -121,7 +149,7 @@ pub struct EngineStatus {
 
 impl EngineStatus {
     fn new() -> Self {
-        EngineStatus { inner: Mutex::new(StatusSnapshot { state: EngineState::Loading, model_id: None, current: None, jobs_done: 0 }) }
+        EngineStatus { inner: Mutex::new(StatusSnapshot { state: EngineState::Loading, model_id: None, model_info: None, current: None, jobs_done: 0 }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, StatusSnapshot> {
@@ -258,7 +286,11 @@ where
     let loaded = panic::catch_unwind(AssertUnwindSafe(load)).unwrap_or_else(|p| Err(format!("model loading panicked: {}", panic_message(&p))));
     let mut runner = match loaded {
         Ok(runner) => {
-            status.lock().model_id = Some(runner.model_id());
+            {
+                let mut s = status.lock();
+                s.model_id = Some(runner.model_id());
+                s.model_info = runner.model_info();
+            }
             status.set_state(EngineState::Idle);
             runner
         }

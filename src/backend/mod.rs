@@ -1,7 +1,12 @@
 //! Protocol-neutral generation core: one request type, a bounded queue, one engine thread.
 
 pub mod generation_engine;
+pub mod kernels;
+pub mod image_io;
+pub mod infotext;
 pub mod models;
+pub mod pipeline;
+pub mod preview;
 pub mod prompt;
 pub mod request;
 pub mod request_limits;

@@ -235,6 +235,11 @@ impl ClipTextModel {
         &self.config
     }
 
+    /// Where the weights live (token ids must be put there too).
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     pub fn has_projection(&self) -> bool {
         self.text_projection.is_some()
     }

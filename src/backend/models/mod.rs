@@ -8,6 +8,7 @@ pub mod hub;
 pub mod text_conditioning;
 pub mod tokenizer;
 pub mod unet;
+pub mod vae;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -32,7 +32,7 @@ pub fn encode_prompt(
     text: &str,
     clip_skip: usize,
 ) -> Result<Tensor> {
-    let input_ids = prompt_input_ids(tokenizer, encoder, text, &Device::Cpu)?;
+    let input_ids = prompt_input_ids(tokenizer, encoder, text, encoder.device())?;
     encode_prompt_ids(encoder, &input_ids, clip_skip)
 }
 
@@ -86,8 +86,8 @@ pub struct SdxlTextEncoders<'a> {
 
 impl SdxlTextEncoders<'_> {
     pub fn encode_prompt(&self, text: &str) -> Result<SdxlPromptEmbeds> {
-        let ids = prompt_input_ids(self.tokenizer, self.encoder, text, &Device::Cpu)?;
-        let ids_2 = prompt_input_ids(self.tokenizer_2, self.encoder_2, text, &Device::Cpu)?;
+        let ids = prompt_input_ids(self.tokenizer, self.encoder, text, self.encoder.device())?;
+        let ids_2 = prompt_input_ids(self.tokenizer_2, self.encoder_2, text, self.encoder_2.device())?;
         self.encode_prompt_ids(&ids, &ids_2)
     }
 

@@ -7,6 +7,9 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
+use crate::backend::kernels::attention::{fused_attention, supports as fused_attention_supported};
+use crate::backend::kernels::linear::linear;
+
 /// Largest score matrix (`heads * queries * keys` elements) materialised at once. Beyond it the
 /// queries are processed in chunks: at 512x512 SD 1.5's first self-attention would otherwise
 /// allocate a 1 GiB `[16, 4096, 4096]` f32 matrix.
@@ -92,9 +95,17 @@ impl Attention {
     pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let (batch, len, channels) = xs.dims3()?;
         let context = context.unwrap_or(xs);
-        let q = self.split_heads(&self.to_q.forward(xs)?)?;
-        let k = self.split_heads(&self.to_k.forward(context)?)?;
-        let v = self.split_heads(&self.to_v.forward(context)?)?;
+        let q = linear(&self.to_q, xs)?;
+        let k = linear(&self.to_k, context)?;
+        let v = linear(&self.to_v, context)?;
+        if fused_attention_supported(&q, &k, &v) {
+            // f32 on CPU: heads are read in place, scores never materialised (`upcast` is moot).
+            let scale = ((channels / self.heads) as f64).powf(-0.5) as f32;
+            return linear(&self.to_out, &fused_attention(&q, &k, &v, self.heads, scale)?);
+        }
+        let q = self.split_heads(&q)?;
+        let k = self.split_heads(&k)?;
+        let v = self.split_heads(&v)?;
         let dtype = q.dtype();
         let out = if self.upcast && dtype != DType::F32 {
             let (q, k, v) = (

@@ -11,6 +11,8 @@ use super::layout::{AttentionPlan, BlockKind, DownBlockPlan, MidBlockPlan, UpBlo
 use super::norm::NormEps;
 use super::resnet::{conv3x3, ResnetBlock2D, ResnetConfig};
 use super::transformer::Transformer2DModel;
+use crate::backend::kernels::conv2d::{conv2d_layer, conv2d_layer_padded, Padding};
+use crate::backend::kernels::profile;
 
 /// Settings every block shares.
 #[derive(Debug, Clone, Copy)]
@@ -43,10 +45,10 @@ impl Downsample2D {
 impl Module for Downsample2D {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         if self.pad_right_bottom {
-            self.conv
-                .forward(&xs.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?)
+            let right_bottom = Padding { top: 0, left: 0, bottom: 1, right: 1 };
+            conv2d_layer_padded(&self.conv, xs, right_bottom)
         } else {
-            self.conv.forward(xs)
+            conv2d_layer(&self.conv, xs)
         }
     }
 }
@@ -59,7 +61,11 @@ struct Upsample2D {
 
 impl Upsample2D {
     fn forward(&self, xs: &Tensor, (height, width): (usize, usize)) -> Result<Tensor> {
-        self.conv.forward(&xs.upsample_nearest2d(height, width)?)
+        let upsampled = {
+            let _t = profile::timer("upsample");
+            xs.upsample_nearest2d(height, width)?
+        };
+        conv2d_layer(&self.conv, &upsampled)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use candle_core::{bail, DType, Device, Module, Result, Tensor};
+use candle_core::{bail, DType, Device, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
 use super::blocks::{BlockSettings, DownBlock, MidBlock, UpBlock};
@@ -12,6 +12,7 @@ use super::embeddings::{SdxlConditioning, TimeConditioning};
 use super::layout::UNetLayout;
 use super::norm::{GroupNorm, NormEps, NormRole};
 use super::weights::{self, WeightUsage};
+use crate::backend::kernels::conv2d::conv2d_layer;
 use crate::backend::models::error::ModelError;
 
 #[derive(Debug, Clone)]
@@ -169,7 +170,7 @@ impl UNet2DConditionModel {
         if self.config.center_input_sample {
             xs = xs.affine(2.0, -1.0)?;
         }
-        xs = self.conv_in.forward(&xs)?;
+        xs = conv2d_layer(&self.conv_in, &xs)?;
 
         let mut skips = vec![xs.clone()];
         for block in &self.down_blocks {
@@ -183,8 +184,8 @@ impl UNet2DConditionModel {
             bail!("UNet left {} skip connections unused", skips.len());
         }
 
-        let xs = self.conv_norm_out.forward(&xs)?.silu()?;
-        self.conv_out.forward(&xs)?.to_dtype(input_dtype)
+        let xs = self.conv_norm_out.forward_silu(&xs)?;
+        conv2d_layer(&self.conv_out, &xs)?.to_dtype(input_dtype)
     }
 
     /// Every normalisation layer with its epsilon, in module order.

@@ -7,6 +7,8 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use crate::backend::kernels::{group_norm, layer_norm};
+
 /// What a normalisation layer is for; each role has its own epsilon in diffusers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NormRole {
@@ -31,7 +33,7 @@ pub struct NormEps {
 /// GroupNorm over `[B, C, ...]`, affine.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
-    inner: candle_nn::GroupNorm,
+    inner: group_norm::GroupNorm,
     info: NormEps,
 }
 
@@ -48,12 +50,17 @@ impl GroupNorm {
             role,
             eps,
         };
-        let inner = candle_nn::group_norm(groups, channels, eps, vb)?;
+        let inner = group_norm::GroupNorm::load(groups, channels, eps, vb)?;
         Ok(Self { inner, info })
     }
 
     pub fn info(&self) -> &NormEps {
         &self.info
+    }
+
+    /// `silu(self.forward(xs))`, fused into one pass on CPU.
+    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+        self.inner.forward_silu(xs)
     }
 }
 
@@ -92,6 +99,9 @@ impl Module for LayerNorm {
     /// Two-pass mean/variance like PyTorch. candle_nn's fused LayerNorm uses the one-pass
     /// `E[x^2] - E[x]^2` in f32, which loses digits when the mean is large against the spread.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if layer_norm::supports(xs, &self.weight, &self.bias) {
+            return layer_norm::layer_norm(xs, &self.weight, &self.bias, self.info.eps);
+        }
         // Half-precision inputs are normalised in f32, as torch does.
         let input_dtype = xs.dtype();
         let xs = match input_dtype {

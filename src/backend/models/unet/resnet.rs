@@ -1,9 +1,11 @@
 //! diffusers' `ResnetBlock2D` as the UNet uses it ("default" time-scale shift, SiLU).
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 
 use super::norm::{GroupNorm, NormEps, NormRole};
+use crate::backend::kernels::conv2d::conv2d_layer;
+use crate::backend::kernels::linear::linear;
 
 /// 3x3 convolution with "same" padding.
 pub fn conv3x3(
@@ -79,16 +81,14 @@ impl ResnetBlock2D {
     /// `temb_silu` is `silu(emb)`: diffusers applies that SiLU inside every resnet; the caller
     /// computes it once for all of them.
     pub fn forward(&self, xs: &Tensor, temb_silu: &Tensor) -> Result<Tensor> {
-        let hidden = self.conv1.forward(&self.norm1.forward(xs)?.silu()?)?;
-        let temb = self
-            .time_emb_proj
-            .forward(temb_silu)?
+        let hidden = conv2d_layer(&self.conv1, &self.norm1.forward_silu(xs)?)?;
+        let temb = linear(&self.time_emb_proj, temb_silu)?
             .unsqueeze(2)?
             .unsqueeze(3)?;
         let hidden = hidden.broadcast_add(&temb)?;
-        let hidden = self.conv2.forward(&self.norm2.forward(&hidden)?.silu()?)?;
+        let hidden = conv2d_layer(&self.conv2, &self.norm2.forward_silu(&hidden)?)?;
         let shortcut = match &self.conv_shortcut {
-            Some(conv) => conv.forward(xs)?,
+            Some(conv) => conv2d_layer(conv, xs)?,
             None => xs.clone(),
         };
         let out = (shortcut + hidden)?;

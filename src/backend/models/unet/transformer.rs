@@ -7,6 +7,8 @@ use candle_nn::{Linear, VarBuilder};
 use super::attention::Attention;
 use super::layout::AttentionPlan;
 use super::norm::{GroupNorm, LayerNorm, NormEps, NormRole};
+use crate::backend::kernels::geglu::geglu;
+use crate::backend::kernels::linear::linear;
 
 /// Hard-coded in diffusers' `Transformer2DModel` (not `norm_eps`).
 pub const TRANSFORMER_INPUT_NORM_EPS: f64 = 1e-6;
@@ -18,7 +20,6 @@ pub const TRANSFORMER_LAYER_NORM_EPS: f64 = 1e-5;
 struct GegluFeedForward {
     proj: Linear,
     out: Linear,
-    inner_dim: usize,
 }
 
 impl GegluFeedForward {
@@ -27,18 +28,14 @@ impl GegluFeedForward {
         Ok(Self {
             proj: candle_nn::linear(dim, inner_dim * 2, vb.pp("net").pp("0").pp("proj"))?,
             out: candle_nn::linear(inner_dim, dim, vb.pp("net").pp("2"))?,
-            inner_dim,
         })
     }
 }
 
 impl Module for GegluFeedForward {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let projected = self.proj.forward(xs)?;
-        let last = projected.rank() - 1;
-        let hidden = projected.narrow(last, 0, self.inner_dim)?;
-        let gate = projected.narrow(last, self.inner_dim, self.inner_dim)?;
-        self.out.forward(&(hidden * gate.gelu_erf()?)?)
+        let projected = linear(&self.proj, xs)?;
+        linear(&self.out, &geglu(&projected)?)
     }
 }
 
@@ -150,13 +147,11 @@ impl Transformer2DModel {
             height * width,
             channels,
         ))?;
-        let mut tokens = self.proj_in.forward(&tokens)?;
+        let mut tokens = linear(&self.proj_in, &tokens)?;
         for block in &self.blocks {
             tokens = block.forward(&tokens, context)?;
         }
-        let hidden = self
-            .proj_out
-            .forward(&tokens)?
+        let hidden = linear(&self.proj_out, &tokens)?
             .reshape((batch, height, width, channels))?
             .permute((0, 3, 1, 2))?;
         // The residual add reads the channel-last view directly; no separate contiguous copy.

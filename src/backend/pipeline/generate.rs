@@ -1,0 +1,152 @@
+//! One image through the pipeline, as plain functions the runner and the golden tests share:
+//! validate the request against the model, prepare inputs, denoise to final latents, decode.
+
+use candle_core::Tensor;
+
+use super::conditioning::TextConditioning;
+use super::denoise::{denoise, DenoiseError, StepCallback};
+use super::image_tensor::tensor_to_rgb;
+use super::latents::{self, img2img_start_index, PreparedLatents};
+use super::model::{Family, SdModel};
+use crate::backend::generation_engine::RunError;
+use crate::backend::image_io::{blur_mask, invert_mask, resize_mask, resize_rgb, ResizeMode};
+use crate::backend::request::{GenerationRequest, JobError, MaskImage, RgbImage};
+use crate::backend::rng::BatchNoise;
+use crate::backend::samplers::{build_sampler, Sampler};
+
+/// Init image and mask resized to the request's size, the mask blurred/inverted as asked.
+pub struct PreparedInputs {
+    pub init: Option<RgbImage>,
+    pub mask: Option<MaskImage>,
+}
+
+pub fn prepare_inputs(req: &GenerationRequest) -> Result<PreparedInputs, RunError> {
+    let init = match &req.init_image {
+        Some(init) if init.image.width != req.width || init.image.height != req.height => {
+            Some(resize_rgb(&init.image, req.width, req.height).map_err(|e| invalid("init_image", e.to_string()))?)
+        }
+        Some(init) => Some(init.image.clone()),
+        None => None,
+    };
+    let mask = match &req.mask {
+        Some(spec) => {
+            let mut mask = if spec.mask.width != req.width || spec.mask.height != req.height {
+                resize_mask(&spec.mask, req.width, req.height, ResizeMode::JustResize).map_err(|e| invalid("mask", e.to_string()))?
+            } else {
+                spec.mask.clone()
+            };
+            if spec.invert {
+                mask = invert_mask(&mask);
+            }
+            if spec.blur > 0 {
+                mask = blur_mask(&mask, spec.blur as f64, spec.blur as f64).map_err(|e| invalid("mask_blur", e.to_string()))?;
+            }
+            Some(mask)
+        }
+        None => None,
+    };
+    Ok(PreparedInputs { init, mask })
+}
+
+pub fn prepare_latents(
+    model: &SdModel,
+    req: &GenerationRequest,
+    inputs: &PreparedInputs,
+    steps: usize,
+    sampler: &dyn Sampler,
+    noise: &mut BatchNoise,
+) -> candle_core::Result<PreparedLatents> {
+    let strength = req.init_image.as_ref().map(|i| i.strength).unwrap_or(1.0);
+    match (&inputs.init, &inputs.mask) {
+        (Some(image), Some(mask)) => latents::inpaint(model, image, mask, strength, steps, sampler, noise),
+        (Some(image), None) => latents::img2img(model, image, strength, steps, sampler, noise),
+        _ => latents::txt2img(model, req.width, req.height, sampler, noise),
+    }
+}
+
+pub fn start_index(req: &GenerationRequest, sampler: &dyn Sampler) -> usize {
+    match &req.init_image {
+        Some(init) if !(req.mask.is_some() && init.strength >= 1.0) => img2img_start_index(req.steps as usize, init.strength, sampler.order()),
+        _ => 0,
+    }
+}
+
+pub fn new_sampler(req: &GenerationRequest, model: &SdModel) -> Result<Box<dyn Sampler>, RunError> {
+    build_sampler(req.sampler, req.schedule, &model.scheduler, req.steps as usize).map_err(|e| invalid("sampler", e.to_string()))
+}
+
+pub fn decode(model: &SdModel, latents: &Tensor) -> candle_core::Result<RgbImage> {
+    let cfg = model.vae.config();
+    let unscaled = (latents / cfg.scaling_factor())?;
+    let unscaled = match cfg.shift_factor() {
+        Some(shift) => (unscaled + shift)?,
+        None => unscaled,
+    };
+    tensor_to_rgb(&model.vae.decode(&unscaled)?)
+}
+
+pub fn validate(req: &GenerationRequest, model: &SdModel) -> Result<(), RunError> {
+    if let Some(wanted) = &req.model {
+        if wanted != &model.id {
+            return Err(RunError::Failed(JobError::ModelUnavailable(format!(
+                "model '{wanted}' is not loaded (this worker serves '{}')",
+                model.id
+            ))));
+        }
+    }
+    let multiple = model.size_multiple();
+    for (field, value) in [("width", req.width), ("height", req.height)] {
+        if value == 0 || value % multiple != 0 {
+            return Err(invalid(field, format!("{value} is not a positive multiple of {multiple}, which this model needs")));
+        }
+    }
+    if req.steps == 0 {
+        return Err(invalid("steps", "must be at least 1".into()));
+    }
+    if req.num_images == 0 {
+        return Err(invalid("num_images", "must be at least 1".into()));
+    }
+    if !req.cfg_scale.is_finite() || req.cfg_scale < 0.0 {
+        return Err(invalid("cfg_scale", "must be a finite number ≥ 0".into()));
+    }
+    if let Some(init) = &req.init_image {
+        if !(init.strength.is_finite() && (0.0..=1.0).contains(&init.strength)) {
+            return Err(invalid("strength", "must be between 0 and 1".into()));
+        }
+    }
+    if req.mask.is_some() && req.init_image.is_none() {
+        return Err(invalid("mask", "a mask needs an init image to inpaint".into()));
+    }
+    let layers = model.text_encoder.config().num_hidden_layers as u32;
+    if model.family == Family::Sd && req.clip_skip > layers {
+        return Err(invalid("clip_skip", format!("must be at most {layers} for this text encoder")));
+    }
+    Ok(())
+}
+
+pub fn invalid(field: &str, message: String) -> RunError {
+    RunError::Failed(JobError::InvalidRequest { field: field.to_string(), message })
+}
+
+pub fn internal(e: impl std::fmt::Display) -> RunError {
+    RunError::Failed(JobError::Internal(e.to_string()))
+}
+
+/// Denoise one image (its own generator seeded with `image_seed`) to its final latents.
+pub fn generate_latents(
+    model: &SdModel,
+    req: &GenerationRequest,
+    inputs: &PreparedInputs,
+    cond: &TextConditioning,
+    image_seed: u64,
+    on_step: &mut StepCallback<'_>,
+) -> Result<Tensor, RunError> {
+    let mut noise = BatchNoise::new(req.rng, &[image_seed]);
+    let mut sampler = new_sampler(req, model)?;
+    let prepared = prepare_latents(model, req, inputs, req.steps as usize, sampler.as_ref(), &mut noise).map_err(internal)?;
+    match denoise(model, cond, req.cfg_scale, sampler.as_mut(), prepared, &mut noise, on_step) {
+        Ok(latents) => Ok(latents),
+        Err(DenoiseError::Stopped) => Err(RunError::Cancelled),
+        Err(DenoiseError::Tensor(e)) => Err(internal(e)),
+    }
+}

@@ -1,0 +1,112 @@
+//! Initial latents for txt2img, img2img and inpainting, drawing noise from the per-image generator
+//! in exactly the order diffusers' pipelines draw it (so seeds reproduce diffusers' images).
+
+use candle_core::{Result, Tensor};
+
+use super::image_tensor::{downsample_nearest, mask_to_tensor, rgb_to_tensor};
+use super::model::SdModel;
+use crate::backend::request::{MaskImage, RgbImage};
+use crate::backend::rng::BatchNoise;
+use crate::backend::samplers::Sampler;
+
+/// How the latents relate to an inpainting mask during denoising.
+pub enum InpaintMode {
+    /// A 9-channel UNet: mask and masked-image latents are extra UNet input channels.
+    Channels { mask: Tensor, masked_image_latents: Tensor },
+    /// An ordinary 4-channel UNet: after each step the known region is put back, noised to the
+    /// next step's level (diffusers' `StableDiffusionInpaintPipeline` with a 4-channel UNet).
+    Blend { mask: Tensor, image_latents: Tensor, noise: Tensor },
+}
+
+/// Where the denoising loop starts and what it starts from.
+pub struct PreparedLatents {
+    pub latents: Tensor,
+    /// First loop index into `sampler.timesteps()`.
+    pub start_index: usize,
+    pub inpaint: Option<InpaintMode>,
+}
+
+/// Scaled latents of an image: `scaling * (posterior sample - shift)`, drawing the posterior
+/// noise from `noise` (one draw).
+fn encode_image(model: &SdModel, image: &RgbImage, noise: &mut BatchNoise) -> Result<Tensor> {
+    encode_pixels(model, &rgb_to_tensor(image, &model.device, model.dtype)?, noise)
+}
+
+fn latent_dims(model: &SdModel, width: u32, height: u32) -> [usize; 4] {
+    let f = model.vae_scale_factor();
+    [1, 4, (height / f) as usize, (width / f) as usize]
+}
+
+/// First loop index for img2img at `strength`, as diffusers' `get_timesteps`: the last
+/// `int(steps * strength)` steps run (at least one, where diffusers would refuse to run none).
+pub fn img2img_start_index(steps: usize, strength: f64, order: usize) -> usize {
+    let init = ((steps as f64 * strength) as usize).clamp(1, steps.max(1));
+    steps.saturating_sub(init) * order
+}
+
+/// txt2img: noise × the sampler's initial sigma.
+pub fn txt2img(model: &SdModel, width: u32, height: u32, sampler: &dyn Sampler, noise: &mut BatchNoise) -> Result<PreparedLatents> {
+    let eps = noise.randn(&latent_dims(model, width, height), &model.device, model.dtype)?;
+    let latents = (eps * sampler.init_noise_sigma())?;
+    Ok(PreparedLatents { latents, start_index: 0, inpaint: None })
+}
+
+/// img2img: posterior sample first, then the noise that `add_noise` mixes in at the start step.
+pub fn img2img(model: &SdModel, image: &RgbImage, strength: f64, steps: usize, sampler: &dyn Sampler, noise: &mut BatchNoise) -> Result<PreparedLatents> {
+    let image_latents = encode_image(model, image, noise)?;
+    let start_index = img2img_start_index(steps, strength, sampler.order());
+    let eps = noise.randn(image_latents.dims(), &model.device, model.dtype)?;
+    let latents = sampler.add_noise(&image_latents, &eps, start_index)?;
+    Ok(PreparedLatents { latents, start_index, inpaint: None })
+}
+
+/// Inpainting (mask white = repaint), for 9-channel inpainting UNets and ordinary ones.
+pub fn inpaint(
+    model: &SdModel,
+    image: &RgbImage,
+    mask: &MaskImage,
+    strength: f64,
+    steps: usize,
+    sampler: &dyn Sampler,
+    noise: &mut BatchNoise,
+) -> Result<PreparedLatents> {
+    let dims = latent_dims(model, image.width, image.height);
+    let full_strength = strength >= 1.0;
+    let start_index = if full_strength { 0 } else { img2img_start_index(steps, strength, sampler.order()) };
+    // diffusers encodes the unmasked image first whenever it needs it: for a 4-channel UNet
+    // (blending) or to start part-way (strength < 1).
+    let image_latents = if !model.is_inpainting_model() || !full_strength { Some(encode_image(model, image, noise)?) } else { None };
+    let eps = noise.randn(&dims, &model.device, model.dtype)?;
+    let latents = match (&image_latents, full_strength) {
+        (Some(img), false) => sampler.add_noise(img, &eps, start_index)?,
+        _ => (&eps * sampler.init_noise_sigma())?,
+    };
+    let mask_full = mask_to_tensor(mask, &model.device, model.dtype)?;
+    let mask_latent = downsample_nearest(&mask_full, dims[2], dims[3])?;
+    let inpaint_mode = if model.is_inpainting_model() {
+        let keep = mask_full.lt(0.5)?.to_dtype(model.dtype)?;
+        let pixels = rgb_to_tensor(image, &model.device, model.dtype)?;
+        let masked_image_latents = encode_pixels(model, &pixels.broadcast_mul(&keep)?, noise)?;
+        InpaintMode::Channels { mask: mask_latent, masked_image_latents }
+    } else {
+        // diffusers also encodes the masked image here (one posterior draw) even though a
+        // 4-channel UNet never uses it; draw the same amount so the stream stays aligned.
+        let _ = noise.randn(&dims, &model.device, model.dtype)?;
+        let image_latents = image_latents.unwrap_or(latents.clone());
+        InpaintMode::Blend { mask: mask_latent, image_latents, noise: eps }
+    };
+    Ok(PreparedLatents { latents, start_index, inpaint: Some(inpaint_mode) })
+}
+
+/// [`encode_image`] for pixels already in tensor form (`[1, 3, H, W]`, -1..1).
+fn encode_pixels(model: &SdModel, pixels: &Tensor, noise: &mut BatchNoise) -> Result<Tensor> {
+    let posterior = model.vae.encode(pixels)?;
+    let eps = noise.randn(posterior.mean.dims(), &model.device, model.dtype)?;
+    let sample = posterior.sample(&eps)?;
+    let cfg = model.vae.config();
+    let shifted = match cfg.shift_factor() {
+        Some(shift) => (sample - shift)?,
+        None => sample,
+    };
+    shifted * cfg.scaling_factor()
+}
