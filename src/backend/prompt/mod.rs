@@ -6,3 +6,4 @@ pub mod chunking;
 pub mod lora_tags;
 pub mod parser;
 pub mod schedule;
+pub mod weighted;
