@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use sd_worker_rbee::backend::generation_engine::{GenerationEngine, JobContext, JobRunner, ModelInfo, RunError};
-use sd_worker_rbee::backend::request::{
-    GeneratedImage, GenerationRequest, JobError, JobEvent, OutputFormat, PreviewImage, PreviewPolicy,
-};
+use sd_worker_rbee::backend::models::hub::HubOptions;
+use sd_worker_rbee::backend::pipeline::{load_runner, LoadOptions};
+use sd_worker_rbee::backend::request::{GeneratedImage, GenerationRequest, JobError, JobEvent, OutputFormat, PreviewImage, PreviewPolicy};
 use sd_worker_rbee::config::Config;
 use sd_worker_rbee::http::AppState;
 use tokio::net::TcpListener;
@@ -128,15 +128,36 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
 }
 
+/// The tiny SD 1.5 pipeline in the fixtures (64x64 native, random weights): a real model that
+/// runs a job in well under a second.
+pub const TINY_SD15: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-sd15");
+
 impl TestServer {
     /// Serve the stand-in runner with `config` (its port is replaced by the ephemeral one).
-    pub async fn start(mut config: Config) -> TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let runner_seen = seen.clone();
+        Self::start_with(config, seen, move || Ok(StandInRunner { seen: runner_seen })).await
+    }
+
+    /// Serve the tiny SD 1.5 fixture, loaded as the binary loads any model.
+    pub async fn start_tiny() -> TestServer {
+        let mut config = Config::defaults();
+        config.model = TINY_SD15.to_string();
+        let hub = HubOptions { cache_dir: std::env::temp_dir().join("sd-worker-rbee-openai-tests-hf"), endpoint: None };
+        let options = LoadOptions { model: TINY_SD15.to_string(), hub, device: candle_core::Device::Cpu };
+        Self::start_with(config, Default::default(), move || load_runner(&options)).await
+    }
+
+    async fn start_with<R, L>(mut config: Config, seen: std::sync::Arc<std::sync::Mutex<Vec<GenerationRequest>>>, load: L) -> TestServer
+    where
+        R: JobRunner,
+        L: FnOnce() -> Result<R, String> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
         let address = listener.local_addr().expect("bound address");
         config.port = address.port();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let runner_seen = seen.clone();
-        let engine = GenerationEngine::start(config.queue_capacity as usize, move || Ok(StandInRunner { seen: runner_seen }));
+        let engine = GenerationEngine::start(config.queue_capacity as usize, load);
         let state = AppState::new(config, engine);
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(sd_worker_rbee::http::serve(listener, state.clone(), async move {
@@ -154,6 +175,9 @@ impl TestServer {
     async fn wait_loaded(&self) {
         let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
         while self.state.engine.status().model_info.is_none() {
+            if let sd_worker_rbee::backend::generation_engine::EngineState::Error(message) = self.state.engine.status().state {
+                panic!("the model failed to load: {message}");
+            }
             assert!(tokio::time::Instant::now() < deadline, "the model never loaded");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

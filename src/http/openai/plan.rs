@@ -2,7 +2,6 @@
 //! [`GenerationRequest`], plus the settings the reply needs (shape, exact size, format).
 
 use crate::backend::generation_engine::ModelInfo;
-use crate::backend::image_io::{resize_mask, resize_rgb, ImageIoError, ResizeMode};
 use crate::backend::request::{
     GenerationRequest, InitImage, MaskImage, MaskSpec, OutputFormat, PreviewPolicy, RgbImage, SamplerKind, ScheduleKind,
 };
@@ -187,12 +186,10 @@ pub fn plan(params: ImageParams, model: &ModelInfo, limits: &RequestLimits, loca
             (_, None, _) => EDIT_STRENGTH,
         };
         let strength = params.extras.strength.or(params.extras.denoising_strength).unwrap_or(strength);
-        let image = resize_rgb(&source.image, gen_width, gen_height).map_err(resize_failed)?;
-        request.init_image = Some(InitImage { image, strength });
-        if let Some(mask) = mask {
-            let mask = resize_mask(&mask, gen_width, gen_height, ResizeMode::JustResize).map_err(resize_failed)?;
-            request.mask = Some(MaskSpec { mask, blur: 0, invert: false });
-        }
+        // The pipeline resizes the image and mask to the generation size (stretching, like the
+        // final resize back to the requested size).
+        request.init_image = Some(InitImage { image: source.image, strength });
+        request.mask = mask.map(|mask| MaskSpec { mask, blur: 0, invert: false });
     }
     check_limits(&request, limits)?;
 
@@ -211,10 +208,6 @@ pub fn plan(params: ImageParams, model: &ModelInfo, limits: &RequestLimits, loca
         prompt: params.prompt,
     };
     Ok(ImageJob { request, reply })
-}
-
-fn resize_failed(e: ImageIoError) -> OpenAiError {
-    OpenAiError::server_error(format!("could not resize the input image: {e}"))
 }
 
 fn output_encoding(format: Option<ImageFormat>, compression: Option<u32>) -> Result<OutputEncoding, OpenAiError> {
@@ -437,13 +430,12 @@ mod tests {
         };
         let job = edit(false, None);
         assert_eq!((job.reply.width, job.reply.height, job.reply.family), (96, 64, Family::GptImage));
-        let init = job.request.init_image.expect("init image");
-        assert_eq!((init.image.width, init.image.height), (job.request.width, job.request.height));
-        assert_eq!(init.strength, EDIT_STRENGTH);
+        assert_eq!((job.request.width, job.request.height), (96, 64), "96x64 sits on the grid near the native area");
+        assert_eq!(job.request.init_image.map(|i| i.strength), Some(EDIT_STRENGTH));
         assert_eq!(edit(false, Some(InputFidelity::High)).request.init_image.map(|i| i.strength), Some(EDIT_STRENGTH_HIGH_FIDELITY));
         let masked = edit(true, None).request;
         assert_eq!(masked.init_image.map(|i| i.strength), Some(INPAINT_STRENGTH));
-        assert_eq!(masked.mask.map(|m| (m.mask.width, m.mask.height)), Some((masked.width, masked.height)));
+        assert!(masked.mask.is_some());
         let mut p = ImageParams::new(Endpoint::Variations, String::new());
         p.source = Some(source(64, 64, false));
         let job = plan_it(p).expect("valid");
