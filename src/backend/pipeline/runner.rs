@@ -6,12 +6,13 @@ use candle_core::Tensor;
 
 use super::conditioning::{encode_prompts, PromptPair};
 use super::denoise::loop_len;
-use super::generate::{decode, generate_latents, internal, new_sampler, prepare_inputs, start_index, validate};
+use super::generate::{decode, generate_latents, internal, invalid, new_sampler, prepare_inputs, start_index, validate};
 use super::model::{Family, SdModel};
 use crate::backend::generation_engine::{JobContext, JobRunner, ModelInfo, RunError};
 use crate::backend::image_io::{encode_image, encode_png};
 use crate::backend::infotext::{format_infotext, rng_label, InfotextFields};
 use crate::backend::preview::{latent_preview, LatentRgbFactors};
+use crate::backend::prompt::lora_tags::{extract_extra_networks, ExtractedPrompt};
 use crate::backend::request::{GeneratedImage, GenerationRequest, JobEvent, PreviewImage, PreviewPolicy, RgbImage};
 
 /// Written as the infotext's `Version`.
@@ -62,21 +63,24 @@ impl JobRunner for SdRunner {
         validate(req, &self.model)?;
         let inputs = prepare_inputs(req)?;
         let seed = req.seed.unwrap_or_else(random_seed);
-        let per_image = {
+        let (per_image, schedule_steps) = {
             let sampler = new_sampler(req, &self.model)?;
-            loop_len(sampler.as_ref(), start_index(req, sampler.as_ref()))
+            (loop_len(sampler.as_ref(), start_index(req, sampler.as_ref())), sampler.timesteps().len())
         };
+        let extracted = extract_extra_networks(&req.prompt).map_err(|e| invalid("prompt", e.to_string()))?;
+        let warnings = unapplied_network_warnings(&extracted);
         let total = (per_image * req.num_images as usize) as u32;
         ctx.emit(JobEvent::Started { seed, total_steps: total });
         let cond = encode_prompts(
             &self.model,
             &PromptPair {
-                prompt: &req.prompt,
+                prompt: &extracted.prompt,
                 negative_prompt: &req.negative_prompt,
                 clip_skip: req.clip_skip,
                 guidance_scale: req.cfg_scale,
                 width: req.width,
                 height: req.height,
+                steps: schedule_steps,
             },
         )
         .map_err(internal)?;
@@ -99,7 +103,7 @@ impl JobRunner for SdRunner {
             };
             let latents = generate_latents(&self.model, req, &inputs, &cond, image_seed, &mut on_step)?;
             let image = decode(&self.model, &latents).map_err(internal)?;
-            let infotext = format_infotext(&self.infotext(req, image_seed));
+            let infotext = format_infotext(&self.infotext(req, image_seed, &warnings));
             let bytes = encode_image(&image, req.output_format, Some(&infotext)).map_err(|e| internal(e.to_string()))?;
             ctx.emit(JobEvent::Image(GeneratedImage {
                 index,
@@ -117,7 +121,7 @@ impl JobRunner for SdRunner {
 }
 
 impl SdRunner {
-    fn infotext(&self, req: &GenerationRequest, seed: u64) -> InfotextFields {
+    fn infotext(&self, req: &GenerationRequest, seed: u64, warnings: &[(String, String)]) -> InfotextFields {
         InfotextFields {
             prompt: req.prompt.clone(),
             negative_prompt: req.negative_prompt.clone(),
@@ -134,10 +138,29 @@ impl SdRunner {
             denoising_strength: req.init_image.as_ref().map(|i| i.strength),
             rng_label: rng_label(req.rng),
             variation: None,
-            extra: Vec::new(),
+            extra: warnings.to_vec(),
             version: Some(VERSION.to_string()),
         }
     }
+}
+
+/// Infotext entries (also logged) for the prompt's extra networks that this job does not apply:
+/// A1111 removes every `<kind:…>` tag from the prompt, so a tag that does nothing must at least
+/// be visible. LoRA application is not implemented yet, so every LoRA is listed.
+fn unapplied_network_warnings(extracted: &ExtractedPrompt) -> Vec<(String, String)> {
+    let mut warnings = Vec::new();
+    if !extracted.loras.is_empty() {
+        let names: Vec<&str> = extracted.loras.iter().map(|lora| lora.name.as_str()).collect();
+        warnings.push(("Lora not applied".to_string(), names.join(", ")));
+    }
+    if !extracted.unsupported.is_empty() {
+        let tags: Vec<String> = extracted.unsupported.iter().map(|tag| format!("{}:{}", tag.kind, tag.name)).collect();
+        warnings.push(("Extra networks not supported".to_string(), tags.join(", ")));
+    }
+    for (what, names) in &warnings {
+        tracing::warn!(names = %names, "{what}");
+    }
+    warnings
 }
 
 /// The last path or repo component, as A1111 names a checkpoint without extension.
