@@ -145,7 +145,7 @@ fn main() -> Result<()> {
 }
 
 fn prompt_pair(width: u32, height: u32) -> PromptPair<'static> {
-    PromptPair { prompt: PROMPT, negative_prompt: NEGATIVE, clip_skip: 1, guidance_scale: GUIDANCE, width, height }
+    PromptPair { prompt: PROMPT, negative_prompt: NEGATIVE, clip_skip: 1, guidance_scale: GUIDANCE, width, height, steps: 1 }
 }
 
 fn seeded_noise(dims: &[usize], seed: u64) -> Result<Tensor> {
@@ -165,7 +165,7 @@ fn bench_component(model: &SdModel, item: &'static str, opts: &Options) -> Resul
             let latents = seeded_noise(&[2, 4, side, side], 1)?;
             let cond = encode_prompts(model, &prompt_pair(side as u32 * 8, side as u32 * 8))?;
             Box::new(move || {
-                model.unet.forward(&latents, 999.0, &cond.context, cond.sdxl.as_ref())?;
+                model.unet.forward(&latents, 999.0, &cond.at_step(0).context, cond.at_step(0).sdxl.as_ref())?;
                 Ok(())
             })
         }

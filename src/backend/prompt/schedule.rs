@@ -54,6 +54,26 @@ pub fn prompt_schedule(prompt: &str, steps: usize) -> Vec<ScheduledPrompt> {
         .collect()
 }
 
+/// Index of the entry that holds at 0-based denoiser step `step`, given each entry's
+/// `end_at_step` in ascending order: the first entry that has not ended (A1111's
+/// `reconstruct_cond_batch`), or the last one past the end.
+pub fn entry_at_step(ends: &[usize], step: usize) -> usize {
+    ends.iter()
+        .position(|end| step <= *end)
+        .unwrap_or(ends.len().saturating_sub(1))
+}
+
+/// Two schedules over the same steps, cut into stretches where neither changes:
+/// `(end_at_step, index in a, index in b)`, ascending.
+pub fn align_schedules(a_ends: &[usize], b_ends: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut ends: Vec<usize> = a_ends.iter().chain(b_ends).copied().collect();
+    ends.sort_unstable();
+    ends.dedup();
+    ends.into_iter()
+        .map(|end| (end, entry_at_step(a_ends, end), entry_at_step(b_ends, end)))
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 enum Node<'a> {
     /// Text copied as written (escapes included: the attention parser reads them later).

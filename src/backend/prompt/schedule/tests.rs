@@ -146,3 +146,19 @@ fn absurd_nesting_falls_back_to_the_literal_prompt() {
     let prompt = "[".repeat(20000);
     assert_eq!(schedule(&prompt), expect(&[(10, &prompt)]));
 }
+
+#[test]
+fn entries_are_looked_up_like_a1111_reconstruct_cond_batch() {
+    let ends = [3, 7, 10];
+    let picked: Vec<usize> = (0..=11).map(|step| entry_at_step(&ends, step)).collect();
+    assert_eq!(picked, vec![0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+}
+
+#[test]
+fn two_schedules_align_on_the_union_of_their_switch_steps() {
+    assert_eq!(
+        align_schedules(&[3, 10], &[5, 10]),
+        vec![(3, 0, 0), (5, 1, 0), (10, 1, 1)]
+    );
+    assert_eq!(align_schedules(&[10], &[10]), vec![(10, 0, 0)]);
+}
