@@ -21,7 +21,7 @@ pub struct DiffusersReport {
     pub load_peak_rss: Option<u64>,
 }
 
-pub fn run(python: &Path, model_dir: &Path, items: &[&str], runs: usize, warmup: usize, threads: usize) -> Result<DiffusersReport> {
+pub fn run(python: &Path, model_dir: &Path, items: &[&str], runs: usize, warmup: usize, job_runs: usize, threads: usize) -> Result<DiffusersReport> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/bench_diffusers.py");
     eprintln!("running diffusers baseline: {} {}", python.display(), script.display());
     let output = Command::new(python)
@@ -34,6 +34,12 @@ pub fn run(python: &Path, model_dir: &Path, items: &[&str], runs: usize, warmup:
         .arg(runs.to_string())
         .arg("--warmup")
         .arg(warmup.to_string())
+        .arg("--job-runs")
+        .arg(job_runs.to_string())
+        .env("DIFFUSERS_VERBOSITY", "error")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        .env("HF_HUB_OFFLINE", "1")
         .arg("--threads")
         .arg(threads.to_string())
         .stderr(std::process::Stdio::inherit())

@@ -6,10 +6,12 @@
 //! folder and threads in the same invocation.
 //!
 //! ```text
-//! cargo bench --bench sd_bench -- [ITEM...] [--runs N] [--warmup N] [--threads N] [--sdxl]
+//! cargo bench --bench sd_bench -- [ITEM...] [--runs N] [--warmup N] [--job-runs N] [--threads N] [--sdxl]
 //!                                 [--python PATH] [--no-diffusers] [--cache DIR]
 //! ITEM: text unet256 unet512 vae_decode vae_encode job (substring match; default all)
 //! env:  SD_BENCH_PYTHON, SD_BENCH_RUNS, SD_BENCH_SDXL=1, SD_BENCH_CACHE
+//! The job runs `--job-runs` times (default 1) without warm-up on both sides: it is the
+//! end-to-end number a user waits for, and each run costs 4 UNet steps plus a decode.
 //! ```
 
 mod configs;
@@ -42,6 +44,7 @@ struct Options {
     items: Vec<&'static str>,
     runs: usize,
     warmup: usize,
+    job_runs: usize,
     threads: usize,
     family: Family,
     python: Option<PathBuf>,
@@ -53,6 +56,7 @@ fn parse_options() -> Result<Options> {
     let mut filters = Vec::new();
     let mut runs = std::env::var("SD_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let mut warmup = 1;
+    let mut job_runs = 1;
     let mut threads = 2;
     let mut family = if env_flag("SD_BENCH_SDXL") { Family::Sdxl } else { Family::Sd15 };
     let mut python = std::env::var_os("SD_BENCH_PYTHON").map(PathBuf::from);
@@ -67,6 +71,7 @@ fn parse_options() -> Result<Options> {
             "--bench" => {} // added by `cargo bench`
             "--runs" => runs = value("--runs")?.parse()?,
             "--warmup" => warmup = value("--warmup")?.parse()?,
+            "--job-runs" => job_runs = value("--job-runs")?.parse()?,
             "--threads" => threads = value("--threads")?.parse()?,
             "--sdxl" => family = Family::Sdxl,
             "--python" => python = Some(PathBuf::from(value("--python")?)),
@@ -80,15 +85,18 @@ fn parse_options() -> Result<Options> {
     if items.is_empty() {
         bail!("no bench item matches {filters:?}; items are {ITEMS:?}");
     }
-    Ok(Options { items, runs, warmup, threads, family, python, cache })
+    Ok(Options { items, runs, warmup, job_runs, threads, family, python, cache })
 }
+
+/// (op class, calls, seconds) per op class of one profiled run.
+type Breakdown = Vec<(&'static str, u64, f64)>;
 
 /// One measured item.
 struct Row {
     item: &'static str,
     runs: Vec<f64>,
     peak_rss: Option<u64>,
-    breakdown: Vec<(&'static str, u64, f64)>,
+    breakdown: Breakdown,
     breakdown_wall: f64,
 }
 
@@ -110,6 +118,11 @@ fn main() -> Result<()> {
     );
 
     let mut rows = Vec::new();
+    // The job first, in a fresh process: its peak RSS must not include memory that the
+    // component benches freed but the allocator kept.
+    if opts.items.contains(&"job") {
+        rows.push(bench_job(&model_dir, &opts)?);
+    }
     let component_items: Vec<&'static str> = opts.items.iter().copied().filter(|i| *i != "job").collect();
     let mut load_peak = None;
     if !component_items.is_empty() {
@@ -122,12 +135,9 @@ fn main() -> Result<()> {
             rows.push(bench_component(&model, item, &opts)?);
         }
     }
-    if opts.items.contains(&"job") {
-        rows.push(bench_job(&model_dir, &opts)?);
-    }
 
     let baseline = match &opts.python {
-        Some(python) => match diffusers::run(python, &model_dir, &opts.items, opts.runs, opts.warmup, opts.threads) {
+        Some(python) => match diffusers::run(python, &model_dir, &opts.items, opts.runs, opts.warmup, opts.job_runs, opts.threads) {
             Ok(report) => Some(report),
             Err(e) => {
                 eprintln!("diffusers baseline failed: {e:#}");
@@ -195,7 +205,7 @@ fn bench_component(model: &SdModel, item: &'static str, opts: &Options) -> Resul
 }
 
 /// One more run with the op timers on (profile builds only).
-fn profiled_run(run: &mut dyn FnMut() -> Result<()>) -> Result<(Vec<(&'static str, u64, f64)>, f64)> {
+fn profiled_run(run: &mut dyn FnMut() -> Result<()>) -> Result<(Breakdown, f64)> {
     if !profile::AVAILABLE {
         return Ok((Vec::new(), 0.0));
     }
@@ -244,12 +254,14 @@ fn bench_job(model_dir: &Path, opts: &Options) -> Result<Row> {
         }
     };
     eprintln!("timing job ...");
+    let load_peak = peak_rss_bytes();
     reset_peak_rss();
-    let runs = time_runs(opts.warmup, opts.runs, &mut run)?;
+    let runs = time_runs(0, opts.job_runs, &mut run)?;
+    println!("job: engine loaded with peak RSS {}; whole-process peak {}", gib(load_peak), gib(load_peak.max(peak_rss_bytes())));
     let peak_rss = peak_rss_bytes();
-    let (breakdown, breakdown_wall) = profiled_run(&mut run)?;
     engine.shutdown();
-    Ok(Row { item: "job", runs, peak_rss, breakdown, breakdown_wall })
+    // No profiled extra run here: the component items already show where the time goes.
+    Ok(Row { item: "job", runs, peak_rss, breakdown: Vec::new(), breakdown_wall: 0.0 })
 }
 
 fn print_breakdowns(rows: &[Row]) {
