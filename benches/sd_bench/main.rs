@@ -101,6 +101,12 @@ struct Row {
 }
 
 fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, and
+    // a benchmark that writes a full-size model and runs 512² steps has no place in the test run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("sd_bench: run with `cargo bench --bench sd_bench` (skipped under cargo test)");
+        return Ok(());
+    }
     let opts = parse_options()?;
     // Same thread count for rayon (gemm, our kernels) and candle's own CPU ops, before first use.
     std::env::set_var("RAYON_NUM_THREADS", opts.threads.to_string());
