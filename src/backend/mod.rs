@@ -10,6 +10,7 @@ pub mod model_library;
 pub mod models;
 pub mod pipeline;
 pub mod preview;
+pub mod prompt;
 pub mod request;
 pub mod request_limits;
 pub mod request_queue;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod image_input;
 pub mod job_registry;
 pub mod native;
+pub mod openai;
 pub mod openapi;
 pub mod request_id;
 pub mod sse;
@@ -47,7 +48,7 @@ pub struct Face {
 }
 
 /// Every face this worker serves. Add new faces here.
-pub const FACES: &[Face] = &[native::FACE, a1111::FACE];
+pub const FACES: &[Face] = &[native::FACE, openai::FACE, a1111::FACE];
 
 /// What every handler can reach.
 #[derive(Clone)]

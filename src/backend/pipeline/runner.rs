@@ -22,7 +22,8 @@ use crate::backend::model_library::resolve::is_builtin_vae;
 use crate::backend::model_library::{CheckpointEntry, LibraryError, ModelLibrary};
 use crate::backend::models::hub::ModelFormat;
 use crate::backend::preview::{latent_preview, LatentRgbFactors};
-use crate::backend::request::{GeneratedImage, GenerationRequest, JobError, JobEvent, PreviewImage, PreviewPolicy, RgbImage};
+use crate::backend::prompt::lora_tags::{extract_extra_networks, ExtractedPrompt};
+use crate::backend::request::{GeneratedImage, GenerationRequest, JobError, JobEvent, LoraSpec, PreviewImage, PreviewPolicy, RgbImage};
 
 /// Written as the infotext's `Version`.
 const VERSION: &str = concat!("sd-worker-rbee v", env!("CARGO_PKG_VERSION"));
@@ -288,7 +289,16 @@ impl JobRunner for SdRunner {
     }
 
     fn run(&mut self, ctx: &JobContext<'_>) -> Result<(), RunError> {
-        let req = ctx.request();
+        // A1111 takes `<lora:…>` tags out of the prompt and applies them like explicit LoRAs.
+        let extracted = extract_extra_networks(&ctx.request().prompt).map_err(|e| invalid("prompt", e.to_string()))?;
+        let mut effective = ctx.request().clone();
+        effective.loras.extend(extracted.loras.iter().map(|tag| LoraSpec {
+            name_or_path: tag.name.clone(),
+            unet_strength: tag.unet_multiplier,
+            te_strength: tag.te_multiplier,
+        }));
+        let req = &effective;
+        let unsupported = unsupported_network_warnings(&extracted);
         let prepared = self.prepare(req, ctx)?;
         for warning in &prepared.warnings {
             tracing::warn!(job = %ctx.id(), "{warning}");
@@ -297,21 +307,22 @@ impl JobRunner for SdRunner {
         validate(req, model)?;
         let inputs = prepare_inputs(req)?;
         let seed = req.seed.unwrap_or_else(random_seed);
-        let per_image = {
+        let (per_image, schedule_steps) = {
             let sampler = new_sampler(req, model)?;
-            loop_len(sampler.as_ref(), start_index(req, sampler.as_ref()))
+            (loop_len(sampler.as_ref(), start_index(req, sampler.as_ref())), sampler.timesteps().len())
         };
         let total = (per_image * req.num_images as usize) as u32;
         ctx.emit(JobEvent::Started { seed, total_steps: total });
         let cond = encode_prompts(
             model,
             &PromptPair {
-                prompt: &req.prompt,
+                prompt: &extracted.prompt,
                 negative_prompt: &req.negative_prompt,
                 clip_skip: req.clip_skip,
                 guidance_scale: req.cfg_scale,
                 width: req.width,
                 height: req.height,
+                steps: schedule_steps,
             },
         )
         .map_err(internal)?;
@@ -334,7 +345,7 @@ impl JobRunner for SdRunner {
             };
             let latents = generate_latents(model, req, &inputs, &cond, image_seed, &mut on_step)?;
             let image = decode(model, &latents).map_err(internal)?;
-            let infotext = format_infotext(&infotext(req, image_seed, &prepared));
+            let infotext = format_infotext(&infotext(ctx.request(), image_seed, &prepared, &unsupported));
             let bytes = encode_image(&image, req.output_format, Some(&infotext)).map_err(|e| internal(e.to_string()))?;
             ctx.emit(JobEvent::Image(GeneratedImage {
                 index,
@@ -352,7 +363,7 @@ impl JobRunner for SdRunner {
     }
 }
 
-fn infotext(req: &GenerationRequest, seed: u64, prepared: &Prepared) -> InfotextFields {
+fn infotext(req: &GenerationRequest, seed: u64, prepared: &Prepared, unsupported: &[(String, String)]) -> InfotextFields {
     let mut fields = InfotextFields {
         prompt: req.prompt.clone(),
         negative_prompt: req.negative_prompt.clone(),
@@ -372,7 +383,7 @@ fn infotext(req: &GenerationRequest, seed: u64, prepared: &Prepared) -> Infotext
         extra: Vec::new(),
         version: Some(VERSION.to_string()),
     };
-    for (key, value) in &prepared.infotext_extra {
+    for (key, value) in prepared.infotext_extra.iter().chain(unsupported) {
         fields.set_extra(key.clone(), value.clone());
     }
     fields
@@ -381,6 +392,21 @@ fn infotext(req: &GenerationRequest, seed: u64, prepared: &Prepared) -> Infotext
 /// A resident model for a library entry: A1111 names it by file stem and short hash.
 pub fn resident_from_entry(entry: &CheckpointEntry, model: SdModel) -> ResidentModel {
     ResidentModel::new(entry.path.clone(), entry.title.clone(), entry.stem(), Some(entry.hash.clone()), model)
+}
+
+/// Infotext entries (also logged) for the prompt's extra networks of kinds this server does not
+/// apply (`<hypernet:…>`, unknown kinds): A1111 removes every `<kind:…>` tag from the prompt, so a
+/// tag that does nothing must at least be visible. LoRA tags become LoRAs of the job.
+fn unsupported_network_warnings(extracted: &ExtractedPrompt) -> Vec<(String, String)> {
+    let mut warnings = Vec::new();
+    if !extracted.unsupported.is_empty() {
+        let tags: Vec<String> = extracted.unsupported.iter().map(|tag| format!("{}:{}", tag.kind, tag.name)).collect();
+        warnings.push(("Extra networks not supported".to_string(), tags.join(", ")));
+    }
+    for (what, names) in &warnings {
+        tracing::warn!(names = %names, "{what}");
+    }
+    warnings
 }
 
 /// The last path or repo component, as A1111 names a checkpoint without extension.

@@ -10,6 +10,7 @@ use super::blocks::conv1x1;
 use super::config::VaeConfig;
 use super::decoder::Decoder;
 use super::encoder::Encoder;
+use super::tiled::{tiled_decode, TILE_ABOVE_LATENT_PIXELS};
 use crate::backend::kernels::conv2d::conv2d_layer;
 use crate::backend::models::error::ModelError;
 use crate::backend::models::tensor_map::{load_tensors, tracked_var_builder, TensorMap, WeightUsage};
@@ -131,13 +132,22 @@ impl AutoencoderKl {
     /// `latents`: unscaled (already divided by the scaling factor), `[B, latent_channels, h, w]`.
     /// Returns the image `[B, out_channels, h * f, w * f]`, roughly in `-1..1` and not clamped,
     /// as f32.
+    ///
+    /// Latents larger than 128x128 (images beyond 1024x1024) are decoded in overlapping tiles
+    /// (see `tiled.rs`), which bounds memory; smaller ones in one piece, exactly as diffusers.
     pub fn decode(&self, latents: &Tensor) -> candle_core::Result<Tensor> {
         let z = latents.to_dtype(self.dtype)?;
         let z = match &self.post_quant_conv {
             Some(conv) => conv2d_layer(conv, &z)?,
             None => z,
         };
-        self.decoder.forward(&z)?.to_dtype(DType::F32)
+        let (_, _, h, w) = z.dims4()?;
+        let decoded = if h * w > TILE_ABOVE_LATENT_PIXELS {
+            tiled_decode(&z, self.config.downscale_factor(), |tile| self.decoder.forward(tile))?
+        } else {
+            self.decoder.forward(&z)?
+        };
+        decoded.to_dtype(DType::F32)
     }
 }
 
