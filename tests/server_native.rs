@@ -345,11 +345,10 @@ async fn a_full_queue_answers_503_with_retry_after_and_shutdown_cancels_everythi
 async fn a_model_that_fails_to_load_is_reported_and_the_server_stays_up() {
     let server = TestServer::start_with(config(&[]), || {
         let hub = sd_worker_rbee::backend::models::hub::HubOptions { cache_dir: std::env::temp_dir().join("sd-worker-rbee-empty-hf"), endpoint: None };
-        sd_worker_rbee::backend::pipeline::load_runner(&sd_worker_rbee::backend::pipeline::LoadOptions {
-            model: "/no/such/model".into(),
-            hub,
-            device: candle_core::Device::Cpu,
-        })
+        sd_worker_rbee::backend::pipeline::load_runner(
+            &sd_worker_rbee::backend::pipeline::LoadOptions::new("/no/such/model", hub, candle_core::Device::Cpu),
+            None,
+        )
     })
     .await;
     let client = reqwest::Client::new();

@@ -8,6 +8,7 @@
 //! with [`AppState::submit`], and follow it with `JobRecord::subscribe` (streaming) or
 //! `JobRecord::outcome` (synchronous).
 
+pub mod a1111;
 pub mod auth;
 pub mod error;
 pub mod image_input;
@@ -46,7 +47,7 @@ pub struct Face {
 }
 
 /// Every face this worker serves. Add new faces here.
-pub const FACES: &[Face] = &[native::FACE, openai::FACE];
+pub const FACES: &[Face] = &[native::FACE, openai::FACE, a1111::FACE];
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -27,7 +27,7 @@ pub const TINY_SD15: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures
 /// Load the tiny model as the binary loads any model.
 pub fn load_tiny() -> Result<SdRunner, String> {
     let hub = HubOptions { cache_dir: std::env::temp_dir().join("sd-worker-rbee-tests-hf"), endpoint: None };
-    load_runner(&LoadOptions { model: TINY_SD15.to_string(), hub, device: candle_core::Device::Cpu })
+    load_runner(&LoadOptions::new(TINY_SD15, hub, candle_core::Device::Cpu), None)
 }
 
 /// Stands in for the SD pipeline where a test needs control over timing or wants to see exactly
@@ -101,6 +101,7 @@ impl JobRunner for PaintingRunner {
                 height: canvas.height(),
                 seed: seed + u64::from(index),
                 infotext: format!("{}\nSteps: {}, Seed: {}", req.prompt, req.steps, seed + u64::from(index)),
+                warnings: Vec::new(),
             }));
         }
         Ok(())

@@ -113,6 +113,7 @@ impl JobRunner for StandInRunner {
                 height: req.height,
                 seed: image_seed,
                 infotext: format!("{}\nSteps: {}, Seed: {image_seed}", req.prompt, req.steps),
+                warnings: Vec::new(),
             }));
         }
         Ok(())
@@ -144,8 +145,8 @@ impl TestServer {
         let mut config = Config::defaults();
         config.model = TINY_SD15.to_string();
         let hub = HubOptions { cache_dir: std::env::temp_dir().join("sd-worker-rbee-openai-tests-hf"), endpoint: None };
-        let options = LoadOptions { model: TINY_SD15.to_string(), hub, device: candle_core::Device::Cpu };
-        Self::start_with(config, Default::default(), move || load_runner(&options)).await
+        let options = LoadOptions::new(TINY_SD15, hub, candle_core::Device::Cpu);
+        Self::start_with(config, Default::default(), move || load_runner(&options, None)).await
     }
 
     async fn start_with<R, L>(mut config: Config, seen: std::sync::Arc<std::sync::Mutex<Vec<GenerationRequest>>>, load: L) -> TestServer

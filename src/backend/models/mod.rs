@@ -5,10 +5,12 @@
 pub mod clip_text;
 pub mod error;
 pub mod hub;
+pub mod safetensors_header;
+pub mod tensor_map;
 pub mod text_conditioning;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;

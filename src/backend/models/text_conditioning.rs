@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::{Device, Result, Tensor};
 
-use super::clip_text::ClipTextModel;
+use super::clip_text::{ClipTextModel, ClipTextOutput};
 use super::error::{read_json, ModelError};
 use super::tokenizer::ClipTokenizer;
 
@@ -43,6 +43,15 @@ pub fn encode_prompt_ids(
     clip_skip: usize,
 ) -> Result<Tensor> {
     let output = encoder.forward(input_ids)?;
+    clip_skipped_state(encoder, output, clip_skip)
+}
+
+/// The hidden state `clip_skip` selects from one encoder pass (see [`encode_prompt`]).
+pub fn clip_skipped_state(
+    encoder: &ClipTextModel,
+    output: ClipTextOutput,
+    clip_skip: usize,
+) -> Result<Tensor> {
     if clip_skip <= 1 {
         return Ok(output.last_hidden_state);
     }
@@ -113,7 +122,8 @@ impl SdxlTextEncoders<'_> {
     }
 }
 
-fn penultimate(hidden_states: &[Tensor]) -> Result<Tensor> {
+/// SDXL's layer: the output of the second-to-last encoder layer, without the final LayerNorm.
+pub fn penultimate(hidden_states: &[Tensor]) -> Result<Tensor> {
     match hidden_states {
         [.., penultimate, _] => Ok(penultimate.clone()),
         _ => candle_core::bail!("text encoder returned fewer than two hidden states"),

@@ -59,7 +59,9 @@ pub fn denoise(
         if let Some(extra) = &extra_channels {
             unet_in = Tensor::cat(&[&unet_in, extra], 1)?;
         }
-        let out = model.unet.forward(&unet_in, t, &cond.context, cond.sdxl.as_ref())?;
+        // Prompt editing counts denoiser calls from the start of this loop, as A1111 does.
+        let text = cond.at_step(done);
+        let out = model.unet.forward(&unet_in, t, &text.context, text.sdxl.as_ref())?;
         let guided = if cond.guided { apply_guidance(&out, guidance_scale)? } else { out };
         latents = sampler.step(&guided, index, &latents, noise)?;
         if let Some(InpaintMode::Blend { mask, image_latents, noise: first_noise }) = &inpaint {

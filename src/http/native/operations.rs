@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::backend::request::{
+use crate::backend::request::{LoraSpec, 
     GenerationRequest, InitImage, MaskSpec, OutputFormat, PreviewPolicy, RngKind, SamplerKind, ScheduleKind,
 };
 use crate::backend::request_limits::{RequestField, RequestLimits};
@@ -296,12 +296,21 @@ fn check_model(model: Option<&str>, served: &ServedModel<'_>) -> Result<(), ApiE
     }
 }
 
-fn check_loras(loras: &[LoraConfig]) -> Result<(), ApiError> {
-    if loras.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_field("loras", "loras are not supported by this worker yet; send an empty list"))
-    }
+/// rbee's `loras: [{path, strength}]` → the engine's LoRA list (the engine resolves the names in
+/// the models folder and reports the ones it cannot apply as warnings).
+fn lora_specs(loras: &[LoraConfig]) -> Result<Vec<LoraSpec>, ApiError> {
+    loras
+        .iter()
+        .map(|l| {
+            if l.path.trim().is_empty() {
+                return Err(ApiError::invalid_field("loras", "each LoRA needs a non-empty path"));
+            }
+            if !l.strength.is_finite() {
+                return Err(ApiError::invalid_field("loras", format!("LoRA '{}' has a strength that is not a finite number", l.path)));
+            }
+            Ok(LoraSpec::new(l.path.trim(), f64::from(l.strength)))
+        })
+        .collect()
 }
 
 /// The fields every operation shares, after the operation-specific ones are taken out.
@@ -318,9 +327,10 @@ struct Common {
 
 fn base_request(common: Common, served: &ServedModel<'_>) -> Result<GenerationRequest, ApiError> {
     check_model(common.model.as_deref(), served)?;
-    check_loras(&common.loras)?;
+    let loras = lora_specs(&common.loras)?;
     let options = common.options;
     let mut request = GenerationRequest::new(common.prompt);
+    request.loras = loras;
     request.negative_prompt = common.negative_prompt.unwrap_or_default();
     request.steps = common.steps;
     request.cfg_scale = common.guidance_scale;
@@ -483,7 +493,7 @@ mod tests {
         assert_eq!(field(r#"{"operation":"image_generation","prompt":"x","guidance_scale":99}"#).as_deref(), Some("guidance_scale"));
         assert_eq!(field(r#"{"operation":"image_generation","prompt":"x","sampler":"Nope"}"#).as_deref(), Some("sampler"));
         assert_eq!(field(r#"{"operation":"image_generation","prompt":"x","model":"other"}"#).as_deref(), Some("model"));
-        assert_eq!(field(r#"{"operation":"image_generation","prompt":"x","loras":[{"path":"a"}]}"#).as_deref(), Some("loras"));
+        assert_eq!(field(r#"{"operation":"image_generation","prompt":"x","loras":[{"path":" "}]}"#).as_deref(), Some("loras"));
         assert_eq!(field(r#"{"operation":"image_transform","prompt":"x","input_image":"%%%"}"#).as_deref(), Some("input_image"));
         assert_eq!(field(r#"{"prompt":"x"}"#).as_deref(), Some("operation"));
     }

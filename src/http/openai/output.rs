@@ -48,7 +48,7 @@ mod tests {
     fn generated(width: u32, height: u32) -> GeneratedImage {
         let image = RgbImage { width, height, pixels: vec![200; (width * height * 3) as usize] };
         let bytes = encode_png(&image, Some("a fox\nSteps: 4")).expect("encode");
-        GeneratedImage { index: 0, bytes, format: OutputFormat::Png, width, height, seed: 3, infotext: "a fox\nSteps: 4".into() }
+        GeneratedImage { index: 0, bytes, format: OutputFormat::Png, width, height, seed: 3, infotext: "a fox\nSteps: 4".into(), warnings: Vec::new() }
     }
 
     #[test]

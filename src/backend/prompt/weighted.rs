@@ -1,0 +1,188 @@
+//! Weighted, chunked prompt encoding as A1111's `FrozenCLIPEmbedderWithCustomWords` does it:
+//! every 77-token chunk goes through the text encoder on its own, the output is multiplied by
+//! the per-token weights and rescaled to its original mean (A1111's default "Original"
+//! emphasis), and the chunks are concatenated along the token axis.
+//!
+//! A prompt without attention syntax that fits one chunk produces exactly the ids diffusers
+//! uses, and unweighted chunks skip the reweighting, so such prompts encode bit for bit as
+//! before.
+
+use candle_core::{DType, Result, Tensor, D};
+
+use super::chunking::{chunk_prompt, empty_chunk, TokenChunk, CHUNK_LENGTH};
+use super::parser::parse_prompt_attention;
+use crate::backend::models::clip_text::ClipTextModel;
+use crate::backend::models::text_conditioning::{clip_skipped_state, penultimate};
+use crate::backend::models::tokenizer::ClipTokenizer;
+
+/// Which hidden state of the encoder conditions the UNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderLayer {
+    /// SD 1.x/2.x: A1111 clip skip (1 = last layer after the final LayerNorm; `k` = `k - 1`
+    /// layers earlier, normalised).
+    ClipSkip(usize),
+    /// SDXL: the penultimate layer, not normalised.
+    Penultimate,
+}
+
+/// One text encoder with its tokenizer and the layer to read.
+#[derive(Clone, Copy)]
+pub struct WeightedEncoder<'a> {
+    pub tokenizer: &'a ClipTokenizer,
+    pub encoder: &'a ClipTextModel,
+    pub layer: EncoderLayer,
+}
+
+/// One text's encoding.
+#[derive(Debug, Clone)]
+pub struct EncodedText {
+    /// `[1, 77 · chunks, hidden]`.
+    pub hidden: Tensor,
+    /// `[1, pooled_dim]`: the encoder's pooled output for the first chunk (what SDXL uses).
+    pub pooled: Tensor,
+}
+
+impl WeightedEncoder<'_> {
+    /// Attention-parsed and chunked `text`, at least one chunk.
+    pub fn chunk(&self, text: &str) -> Vec<TokenChunk> {
+        chunk_prompt(self.tokenizer, &parse_prompt_attention(text))
+    }
+
+    /// Encodes several chunked texts together, each padded with empty-prompt chunks to
+    /// `chunk_count`. Chunk `i` of every text goes through the encoder as one batch and the
+    /// emphasis mean is taken over that batch, as in A1111 (which encodes a prompt's editing
+    /// variants together).
+    pub fn encode(
+        &self,
+        texts: &[Vec<TokenChunk>],
+        chunk_count: usize,
+    ) -> Result<Vec<EncodedText>> {
+        if texts.is_empty() || chunk_count == 0 {
+            candle_core::bail!("nothing to encode");
+        }
+        let empty = empty_chunk(self.tokenizer);
+        let mut hidden_per_text: Vec<Vec<Tensor>> =
+            vec![Vec::with_capacity(chunk_count); texts.len()];
+        let mut pooled_per_text: Vec<Tensor> = Vec::with_capacity(texts.len());
+        for index in 0..chunk_count {
+            let batch: Vec<&TokenChunk> = texts
+                .iter()
+                .map(|chunks| chunks.get(index).unwrap_or(&empty))
+                .collect();
+            let ids: Vec<u32> = batch
+                .iter()
+                .flat_map(|chunk| chunk.ids.iter().copied())
+                .collect();
+            let ids = Tensor::from_vec(ids, (batch.len(), CHUNK_LENGTH), self.encoder.device())?;
+            let output = self.encoder.forward(&ids)?;
+            if index == 0 {
+                for row in 0..batch.len() {
+                    pooled_per_text.push(output.pooled.narrow(0, row, 1)?);
+                }
+            }
+            let hidden = match self.layer {
+                EncoderLayer::ClipSkip(skip) => clip_skipped_state(self.encoder, output, skip)?,
+                EncoderLayer::Penultimate => penultimate(&output.hidden_states)?,
+            };
+            let hidden = apply_emphasis(&hidden, &batch)?;
+            for (row, chunks) in hidden_per_text.iter_mut().enumerate() {
+                chunks.push(hidden.narrow(0, row, 1)?);
+            }
+        }
+        hidden_per_text
+            .into_iter()
+            .zip(pooled_per_text)
+            .map(|(chunks, pooled)| {
+                Ok(EncodedText {
+                    hidden: Tensor::cat(&chunks, 1)?,
+                    pooled,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A1111's "Original" emphasis over a batch `[B, 77, C]`: `z *= weights` per token, then
+/// `z *= mean(z_before) / mean(z_after)` so the overall magnitude stays. Computed in f32 (the
+/// weights are f32 in A1111 too) and returned in `hidden`'s dtype. A batch without weights is
+/// returned untouched, which keeps plain prompts bit-identical.
+pub fn apply_emphasis(hidden: &Tensor, chunks: &[&TokenChunk]) -> Result<Tensor> {
+    if chunks.iter().all(|chunk| chunk.is_unweighted()) {
+        return Ok(hidden.clone());
+    }
+    let (batch, tokens, _) = hidden.dims3()?;
+    let weights: Vec<f32> = chunks
+        .iter()
+        .flat_map(|chunk| chunk.weights.iter().copied())
+        .collect();
+    if weights.len() != batch * tokens {
+        candle_core::bail!(
+            "{} weights for a [{batch}, {tokens}, _] batch",
+            weights.len()
+        );
+    }
+    let weights = Tensor::from_vec(weights, (batch, tokens, 1), hidden.device())?;
+    let original = hidden.to_dtype(DType::F32)?;
+    let original_mean = original.mean_all()?.to_scalar::<f32>()?;
+    let weighted = original.broadcast_mul(&weights)?;
+    let weighted_mean = weighted.mean_all()?.to_scalar::<f32>()?;
+    let rescale = original_mean / weighted_mean;
+    // A weighted mean of exactly zero would turn the conditioning into NaNs or infinities
+    // (A1111 lets it); keep the plain multiplication instead.
+    let rescale = if rescale.is_finite() { rescale } else { 1.0 };
+    (weighted * f64::from(rescale))?.to_dtype(hidden.dtype())
+}
+
+/// Encodes texts with every encoder of a model (one for SD 1.x/2.x, two for SDXL) and joins
+/// them: hidden states concatenated on the channel axis in encoder order, pooled output from
+/// the last encoder (SDXL's `text_encoder_2`). All results have the same number of chunks:
+/// the most any text needs under any of the tokenizers.
+pub fn encode_texts(encoders: &[WeightedEncoder<'_>], texts: &[&str]) -> Result<Vec<EncodedText>> {
+    let chunked: Vec<Vec<Vec<TokenChunk>>> = encoders
+        .iter()
+        .map(|encoder| texts.iter().map(|text| encoder.chunk(text)).collect())
+        .collect();
+    let chunk_count = chunked.iter().flatten().map(Vec::len).max().unwrap_or(1);
+    let mut per_encoder = Vec::with_capacity(encoders.len());
+    for (encoder, chunks) in encoders.iter().zip(&chunked) {
+        per_encoder.push(encoder.encode(chunks, chunk_count)?);
+    }
+    let Some(last) = per_encoder.last() else {
+        candle_core::bail!("no text encoder");
+    };
+    let mut joined = Vec::with_capacity(texts.len());
+    for (index, last_encoded) in last.iter().enumerate() {
+        let hidden: Vec<Tensor> = per_encoder
+            .iter()
+            .map(|encoded| encoded[index].hidden.clone())
+            .collect();
+        joined.push(EncodedText {
+            hidden: if hidden.len() == 1 {
+                hidden[0].clone()
+            } else {
+                Tensor::cat(&hidden, D::Minus1)?
+            },
+            pooled: last_encoded.pooled.clone(),
+        });
+    }
+    Ok(joined)
+}
+
+/// `hidden` `[B, 77·k, C]` extended to `tokens` with copies of `empty` `[1, 77, C]` (the encoded
+/// empty prompt): A1111's `pad_cond_uncond`, so that prompt and negative prompt of different
+/// lengths can share one UNet batch.
+pub fn pad_with_empty_chunks(hidden: &Tensor, empty: &Tensor, tokens: usize) -> Result<Tensor> {
+    let (batch, have, _) = hidden.dims3()?;
+    let chunk = empty.dim(1)?;
+    if have == tokens {
+        return Ok(hidden.clone());
+    }
+    if tokens < have || chunk == 0 || (tokens - have) % chunk != 0 {
+        candle_core::bail!("cannot pad {have} tokens to {tokens} with {chunk}-token chunks");
+    }
+    let padding = empty.repeat((batch, (tokens - have) / chunk, 1))?;
+    Tensor::cat(&[hidden, &padding.to_dtype(hidden.dtype())?], 1)
+}
+
+#[cfg(test)]
+mod tests;
