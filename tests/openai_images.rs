@@ -103,6 +103,7 @@ async fn sdk_nulls_are_defaults_and_sd_extras_reach_the_engine() {
         "prompt": "a cat", "model": null, "n": null, "size": null, "quality": null, "style": null, "response_format": "b64_json",
         "output_format": null, "output_compression": null, "background": null, "moderation": null, "stream": null,
         "partial_images": null, "user": null, "some_future_field": {"x": 1},
+        "complexity": null, "frame_count": null, "frame_duration_ms": null, "svg": null, "safety_identifier": "user-1",
         "negative_prompt": "blurry", "seed": 99, "steps": 3, "cfg_scale": 4.5, "sampler": "Euler a", "scheduler": "Karras"
     });
     let (status, _, reply) = post_json(&server, "/v1/images/generations", body).await;

@@ -107,6 +107,7 @@ async fn invalid_requests_are_400s_naming_the_param() {
         (json!({"prompt":"x","n":"abc"}), "n", "invalid_value"),
         (json!({"prompt":"x","n":0}), "n", "invalid_value"),
         (json!({"prompt":"x","quality":"ultra"}), "quality", "invalid_value"),
+        (json!({"prompt":"x","output_format":"gif","frame_count":4}), "output_format", "invalid_value"),
         (json!({"prompt":"x","sampler":"Nope"}), "sampler", "invalid_value"),
         (json!({"n":1}), "prompt", "missing_required_parameter"),
     ];

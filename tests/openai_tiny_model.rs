@@ -9,8 +9,10 @@ use serde_json::{json, Value};
 
 async fn generate(server: &TestServer, body: Value) -> Value {
     let response = client().post(server.at("/v1/images/generations")).json(&body).send().await.expect("sent");
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.expect("json")
+    let status = response.status();
+    let reply: Value = response.json().await.expect("json");
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    reply
 }
 
 fn images(reply: &Value) -> Vec<Vec<u8>> {

@@ -20,7 +20,7 @@ use crate::http::openai::response::ImagesResponse;
 use crate::http::openai::stream::PartialImageEvent;
 use crate::http::openai::uploads::{read_form, source_image, UploadForm};
 use crate::http::openai::wire::{
-    lenient, parse_fields, Background, ImageFormat, InputFidelity, Moderation, Quality, ResponseFormat, SdExtras,
+    lenient, parse_fields, Background, Complexity, InputFidelity, Moderation, Quality, RequestedFormat, ResponseFormat, SdExtras,
 };
 use crate::http::openai::OpenAiShared;
 use crate::http::AppState;
@@ -55,7 +55,7 @@ pub struct CreateImageEditRequest {
     #[serde(default)]
     pub response_format: Option<ResponseFormat>,
     #[serde(default)]
-    pub output_format: Option<ImageFormat>,
+    pub output_format: Option<RequestedFormat>,
     #[serde(default, deserialize_with = "lenient")]
     #[schema(value_type = Option<u32>, minimum = 0, maximum = 100)]
     pub output_compression: Option<u32>,
@@ -73,6 +73,21 @@ pub struct CreateImageEditRequest {
     #[serde(default, deserialize_with = "lenient")]
     #[schema(value_type = Option<u32>, minimum = 0, maximum = 3)]
     pub partial_images: Option<u32>,
+    /// GIF/SVG options of some GPT image models: accepted; `output_format` gif/svg is refused.
+    #[serde(default)]
+    pub complexity: Option<Complexity>,
+    #[serde(default, deserialize_with = "lenient")]
+    #[schema(value_type = Option<u32>)]
+    pub frame_count: Option<u32>,
+    #[serde(default, deserialize_with = "lenient")]
+    #[schema(value_type = Option<u32>)]
+    pub frame_duration_ms: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub svg: Option<serde_json::Value>,
+    /// Accepted; this worker keeps no per-user records.
+    #[serde(default)]
+    pub safety_identifier: Option<String>,
     #[serde(default)]
     pub user: Option<String>,
 }

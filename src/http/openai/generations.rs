@@ -14,7 +14,9 @@ use crate::http::openai::models::Endpoint;
 use crate::http::openai::plan::ImageParams;
 use crate::http::openai::response::ImagesResponse;
 use crate::http::openai::stream::PartialImageEvent;
-use crate::http::openai::wire::{lenient, parse_fields, Background, ImageFormat, Moderation, Quality, ResponseFormat, SdExtras, Style};
+use crate::http::openai::wire::{
+    lenient, parse_fields, Background, Complexity, Moderation, Quality, RequestedFormat, ResponseFormat, SdExtras, Style,
+};
 use crate::http::openai::OpenAiShared;
 
 /// OpenAI's `CreateImageRequest`. Every field but `prompt` is optional and may be `null`;
@@ -47,7 +49,7 @@ pub struct CreateImageRequest {
     #[serde(default)]
     pub response_format: Option<ResponseFormat>,
     #[serde(default)]
-    pub output_format: Option<ImageFormat>,
+    pub output_format: Option<RequestedFormat>,
     /// 0–100, JPEG quality (WebP is written lossless).
     #[serde(default, deserialize_with = "lenient")]
     #[schema(value_type = Option<u32>, minimum = 0, maximum = 100)]
@@ -65,6 +67,21 @@ pub struct CreateImageRequest {
     #[serde(default, deserialize_with = "lenient")]
     #[schema(value_type = Option<u32>, minimum = 0, maximum = 3)]
     pub partial_images: Option<u32>,
+    /// GIF/SVG options of some GPT image models: accepted; `output_format` gif/svg is refused.
+    #[serde(default)]
+    pub complexity: Option<Complexity>,
+    #[serde(default, deserialize_with = "lenient")]
+    #[schema(value_type = Option<u32>)]
+    pub frame_count: Option<u32>,
+    #[serde(default, deserialize_with = "lenient")]
+    #[schema(value_type = Option<u32>)]
+    pub frame_duration_ms: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub svg: Option<serde_json::Value>,
+    /// Accepted; this worker keeps no per-user records.
+    #[serde(default)]
+    pub safety_identifier: Option<String>,
     #[serde(default)]
     pub user: Option<String>,
 }
@@ -77,6 +94,10 @@ impl CreateImageRequest {
             || self.moderation.is_some()
             || self.stream.is_some()
             || self.partial_images.is_some()
+            || self.complexity.is_some()
+            || self.frame_count.is_some()
+            || self.frame_duration_ms.is_some()
+            || self.svg.is_some()
     }
 }
 

@@ -66,8 +66,7 @@ pub async fn run_image_request(
     params: ImageParams,
 ) -> Result<Response, OpenAiError> {
     let model = loaded_model(state)?;
-    let (limits, local_ids) = (state.limits.clone(), local_model_ids(state));
-    let job = off_runtime(move || plan(params, &model, &limits, &local_ids)).await?;
+    let job = plan(params, &model, &state.limits, &local_model_ids(state))?;
     let reply = job.reply;
     let record = state.submit(job.request)?;
     let created = chrono::Utc::now().timestamp();

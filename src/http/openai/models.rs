@@ -45,6 +45,12 @@ pub const OPENAI_ALIASES: &[(&str, Family)] = &[
     ("gpt-image-1.5", Family::GptImage),
     ("gpt-image-2", Family::GptImage),
     ("gpt-image-2-2026-04-21", Family::GptImage),
+    ("gpt-image-2.5-sunburst", Family::GptImage),
+    ("gpt-image-2.5-sunburst-2026-09-08", Family::GptImage),
+    ("gpt-image-2.5-flare", Family::GptImage),
+    ("gpt-image-2.5-flare-2026-09-08", Family::GptImage),
+    ("gpt-image-2.6-sunburst", Family::GptImage),
+    ("gpt-image-2.6-flare", Family::GptImage),
     ("chatgpt-image-latest", Family::GptImage),
 ];
 

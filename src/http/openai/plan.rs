@@ -9,7 +9,7 @@ use crate::backend::request_limits::{RequestField, RequestLimits};
 use crate::http::openai::errors::OpenAiError;
 use crate::http::openai::models::{resolve_family, Endpoint, Family};
 use crate::http::openai::sizes::{fit_output, generation_size, parse_size, RequestedSize};
-use crate::http::openai::wire::{Background, ImageFormat, InputFidelity, Quality, ResponseFormat, SdExtras};
+use crate::http::openai::wire::{Background, ImageFormat, InputFidelity, Quality, RequestedFormat, ResponseFormat, SdExtras};
 
 /// OpenAI's bounds on `n` and `partial_images`.
 const MAX_N: u32 = 10;
@@ -44,7 +44,7 @@ pub struct ImageParams {
     pub size: Option<String>,
     pub quality: Option<Quality>,
     pub response_format: Option<ResponseFormat>,
-    pub output_format: Option<ImageFormat>,
+    pub output_format: Option<RequestedFormat>,
     pub output_compression: Option<u32>,
     pub background: Option<Background>,
     pub stream: Option<bool>,
@@ -107,7 +107,7 @@ pub struct ReplySettings {
     /// The exact size every returned image has.
     pub width: u32,
     pub height: u32,
-    /// `low`, `medium` or `high`: the resolved quality.
+    /// `low`, `medium`, `high`, `xhigh` or `max`: the resolved quality.
     pub quality: &'static str,
     pub stream: bool,
     pub partial_images: u32,
@@ -210,7 +210,20 @@ pub fn plan(params: ImageParams, model: &ModelInfo, limits: &RequestLimits, loca
     Ok(ImageJob { request, reply })
 }
 
-fn output_encoding(format: Option<ImageFormat>, compression: Option<u32>) -> Result<OutputEncoding, OpenAiError> {
+fn output_encoding(format: Option<RequestedFormat>, compression: Option<u32>) -> Result<OutputEncoding, OpenAiError> {
+    let format = match format {
+        None | Some(RequestedFormat::Png) => ImageFormat::Png,
+        Some(RequestedFormat::Jpeg) => ImageFormat::Jpeg,
+        Some(RequestedFormat::Webp) => ImageFormat::Webp,
+        Some(other @ (RequestedFormat::Gif | RequestedFormat::Svg)) => {
+            let name = if other == RequestedFormat::Gif { "gif" } else { "svg" };
+            return Err(OpenAiError::invalid_param(
+                "output_format",
+                "invalid_value",
+                format!("output_format '{name}' is not supported: Stable Diffusion makes single raster images; use png, jpeg or webp"),
+            ));
+        }
+    };
     let compression = compression.unwrap_or(100);
     if compression > 100 {
         return Err(OpenAiError::invalid_param(
@@ -220,7 +233,7 @@ fn output_encoding(format: Option<ImageFormat>, compression: Option<u32>) -> Res
         ));
     }
     // The encoders take a quality of 1..=100; OpenAI's 0 is the smallest file.
-    Ok(OutputEncoding { format: format.unwrap_or(ImageFormat::Png), quality: compression.max(1) as u8 })
+    Ok(OutputEncoding { format, quality: compression.max(1) as u8 })
 }
 
 /// Steps relative to the model's default.
@@ -229,6 +242,8 @@ enum StepsFactor {
     Half,
     Default,
     OneAndAHalf,
+    Double,
+    Triple,
 }
 
 impl StepsFactor {
@@ -237,6 +252,8 @@ impl StepsFactor {
             StepsFactor::Half => default_steps.div_ceil(2),
             StepsFactor::Default => default_steps,
             StepsFactor::OneAndAHalf => (default_steps * 3).div_ceil(2),
+            StepsFactor::Double => default_steps * 2,
+            StepsFactor::Triple => default_steps * 3,
         }
         .max(1)
     }
@@ -246,6 +263,8 @@ fn quality_steps(quality: Option<Quality>) -> (StepsFactor, &'static str) {
     match quality {
         Some(Quality::Low) => (StepsFactor::Half, "low"),
         Some(Quality::High | Quality::Hd) => (StepsFactor::OneAndAHalf, "high"),
+        Some(Quality::Xhigh) => (StepsFactor::Double, "xhigh"),
+        Some(Quality::Max) => (StepsFactor::Triple, "max"),
         Some(Quality::Medium | Quality::Standard | Quality::Auto) | None => (StepsFactor::Default, "medium"),
     }
 }
@@ -346,13 +365,15 @@ mod tests {
         assert_eq!(steps(Some(Quality::Standard), None), 4);
         assert_eq!(steps(Some(Quality::Hd), None), 6);
         assert_eq!(steps(Some(Quality::High), Some(9)), 9);
+        assert_eq!(steps(Some(Quality::Xhigh), None), 8);
+        assert_eq!(steps(Some(Quality::Max), None), 12);
     }
 
     #[test]
     fn off_grid_sizes_generate_near_native_and_return_png_for_resizing() {
         let mut p = generation("x");
         p.size = Some("256x128".into());
-        p.output_format = Some(ImageFormat::Jpeg);
+        p.output_format = Some(RequestedFormat::Jpeg);
         p.output_compression = Some(0);
         p.gpt_only_field_used = true;
         let job = plan_it(p).expect("valid");
@@ -398,6 +419,7 @@ mod tests {
         assert_eq!(param(&|p| p.background = Some(Background::Transparent)).as_deref(), Some("background"));
         assert_eq!(param(&|p| p.partial_images = Some(4)).as_deref(), Some("partial_images"));
         assert_eq!(param(&|p| p.output_compression = Some(101)).as_deref(), Some("output_compression"));
+        assert_eq!(param(&|p| p.output_format = Some(RequestedFormat::Gif)).as_deref(), Some("output_format"));
         assert_eq!(param(&|p| p.size = Some("huge".into())).as_deref(), Some("size"));
         assert_eq!(param(&|p| p.extras.sampler = Some("Nope".into())).as_deref(), Some("sampler"));
         assert_eq!(param(&|p| p.extras.steps = Some(0)).as_deref(), Some("steps"));

@@ -24,7 +24,7 @@ pub struct ImagesResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "png")]
     pub output_format: Option<&'static str>,
-    /// `low`, `medium` or `high`, as resolved from the request.
+    /// `low`, `medium`, `high`, `xhigh` or `max`, as resolved from the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<&'static str>,
     /// The size of every returned image, `WIDTHxHEIGHT`.

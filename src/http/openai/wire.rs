@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 
 use crate::http::openai::errors::OpenAiError;
 
-/// `quality`: steps relative to the model's default (low ≈ half, high/hd ≈ 1.5x).
+/// `quality`: steps relative to the model's default (low ≈ half, high/hd ≈ 1.5x, xhigh 2x,
+/// max 3x).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Quality {
@@ -18,6 +19,8 @@ pub enum Quality {
     Low,
     Medium,
     High,
+    Xhigh,
+    Max,
     Auto,
 }
 
@@ -30,12 +33,32 @@ pub enum ResponseFormat {
     B64Json,
 }
 
-/// Encoded file format of the returned images.
+/// `output_format` as requested. GIF and SVG (animated and vector output of some GPT image
+/// models) are refused: Stable Diffusion paints single raster images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum ImageFormat {
+pub enum RequestedFormat {
     Png,
     #[serde(alias = "jpg")]
+    Jpeg,
+    Webp,
+    Gif,
+    Svg,
+}
+
+/// `complexity` (planning effort of some GPT image models): accepted and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Complexity {
+    Low,
+    Medium,
+    High,
+}
+
+/// Encoded file format of the returned images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Png,
     Jpeg,
     Webp,
 }
