@@ -21,6 +21,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// How single-file checkpoints choose their prediction type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum PredictionOverride {
+    /// Sidecar .yaml, a `v_pred` marker in the file, A1111's SD 2 probe, else epsilon.
+    #[default]
+    Auto,
+    Epsilon,
+    /// v-prediction (SD 2.x 768-v and v-pred fine-tunes).
+    V,
+}
+
+impl PredictionOverride {
+    /// `Some(true)` = force v, `Some(false)` = force epsilon, `None` = detect.
+    pub fn v_prediction(self) -> Option<bool> {
+        match self {
+            PredictionOverride::Auto => None,
+            PredictionOverride::Epsilon => Some(false),
+            PredictionOverride::V => Some(true),
+        }
+    }
+}
+
 /// Everything the worker is told at start-up.
 #[derive(Clone, Parser)]
 #[command(name = "sd-worker-rbee", version, about = "Stable Diffusion image-generation worker for rbee")]
@@ -29,7 +51,8 @@ pub struct Config {
     #[arg(long, env = "SD_WORKER_ID")]
     pub worker_id: Option<String>,
 
-    /// Hugging Face repo id (fetched into the HF cache), or a path to a diffusers folder.
+    /// Hugging Face repo id (fetched into the HF cache), a path to a diffusers folder or a
+    /// `.safetensors` checkpoint, or a checkpoint name in --models-dir.
     #[arg(long, env = "SD_WORKER_MODEL", default_value = DEFAULT_MODEL)]
     pub model: String,
 
@@ -52,9 +75,27 @@ pub struct Config {
     #[arg(long = "api-key", env = "LLORCH_API_TOKEN", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
 
-    /// Hugging Face cache folder to read and download models into (default: `HF_HOME`/hub).
+    /// A models folder in A1111's layout (checkpoints at the top or in `Stable-diffusion/`,
+    /// plus `Lora/`, `VAE/`, `embeddings/`): listed by the APIs, switchable per request.
     #[arg(long, env = "SD_WORKER_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
+
+    /// Hugging Face cache folder to read and download models into (default: `HF_HOME`/hub).
+    #[arg(long, env = "SD_WORKER_HF_CACHE")]
+    pub hf_cache: Option<PathBuf>,
+
+    /// Most models kept loaded at once when requests switch between them (least recently
+    /// used is unloaded first).
+    #[arg(long, env = "SD_WORKER_MAX_LOADED_MODELS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_loaded_models: u32,
+
+    /// Let requests name model, LoRA and VAE files by absolute path outside --models-dir.
+    #[arg(long, env = "SD_WORKER_ALLOW_EXTERNAL_MODEL_PATHS")]
+    pub allow_external_model_paths: bool,
+
+    /// Prediction type of single-file checkpoints (auto-detected by default).
+    #[arg(long, value_enum, env = "SD_WORKER_PREDICTION_TYPE", default_value_t = PredictionOverride::Auto)]
+    pub prediction_type: PredictionOverride,
 
     /// Jobs that may wait behind the running one before new jobs get 503.
     #[arg(long, env = "SD_WORKER_QUEUE_CAPACITY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
@@ -84,6 +125,10 @@ impl std::fmt::Debug for Config {
             .field("queen_url", &self.queen_url)
             .field("api_keys", &format_args!("{} key(s)", self.api_keys().len()))
             .field("models_dir", &self.models_dir)
+            .field("hf_cache", &self.hf_cache)
+            .field("max_loaded_models", &self.max_loaded_models)
+            .field("allow_external_model_paths", &self.allow_external_model_paths)
+            .field("prediction_type", &self.prediction_type)
             .field("queue_capacity", &self.queue_capacity)
             .field("public_url", &self.public_url)
             .field("log_format", &self.log_format)
@@ -113,6 +158,10 @@ impl Config {
             queen_url: None,
             api_keys: Vec::new(),
             models_dir: None,
+            hf_cache: None,
+            max_loaded_models: 1,
+            allow_external_model_paths: false,
+            prediction_type: PredictionOverride::Auto,
             queue_capacity: 8,
             public_url: None,
             log_format: LogFormat::Pretty,
@@ -166,6 +215,15 @@ mod tests {
         let cfg = Config::try_parse_from(["x", "--hive-url", "http://q:1", "--api-key", "a,b", "--api-key", "c"]).expect("parses");
         assert_eq!(cfg.queen_url.as_deref(), Some("http://q:1"));
         assert_eq!(cfg.api_keys(), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn model_library_flags_parse() {
+        let cfg = Config::try_parse_from(["x", "--models-dir", "/m", "--max-loaded-models", "3", "--prediction-type", "v", "--allow-external-model-paths"]).expect("parses");
+        assert_eq!(cfg.models_dir.as_deref(), Some(std::path::Path::new("/m")));
+        assert_eq!((cfg.max_loaded_models, cfg.prediction_type.v_prediction(), cfg.allow_external_model_paths), (3, Some(true), true));
+        assert!(Config::try_parse_from(["x", "--max-loaded-models", "0"]).is_err());
+        assert_eq!(Config::defaults().prediction_type.v_prediction(), None);
     }
 
     #[test]

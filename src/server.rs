@@ -9,8 +9,10 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::backend::generation_engine::{GenerationEngine, JobContext, JobRunner, RunError};
-use crate::backend::models::hub::{resolve_model, HubOptions};
+use crate::backend::generation_engine::GenerationEngine;
+use crate::backend::model_library::{LibraryOptions, ModelLibrary};
+use crate::backend::models::hub::HubOptions;
+use crate::backend::pipeline::{load_runner, LoadOptions};
 use crate::config::Config;
 use crate::device::{device_label, open_device};
 use crate::heartbeat;
@@ -23,49 +25,36 @@ const ENGINE_STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long open connections may take to finish once the engine has stopped.
 const CONNECTIONS_GRACE: Duration = Duration::from_secs(5);
 
-/// The Hugging Face cache to use: `--models-dir`, else `HF_HOME`'s.
+/// The Hugging Face cache to use: `--hf-cache`, else `HF_HOME`'s.
 pub fn hub_options(config: &Config) -> HubOptions {
-    match &config.models_dir {
+    match &config.hf_cache {
         Some(dir) => HubOptions { cache_dir: dir.clone(), endpoint: None },
         None => HubOptions::from_env(),
     }
 }
 
-/// What loading the model needs.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    pub model: String,
-    pub hub: HubOptions,
-    pub device_ordinal: u32,
+/// The `--models-dir` library, opened but not scanned yet (the engine thread scans it: hashing
+/// new checkpoints the first time takes a while). Share it with the faces for their listings.
+pub fn open_library(config: &Config) -> anyhow::Result<Option<Arc<ModelLibrary>>> {
+    let Some(dir) = &config.models_dir else { return Ok(None) };
+    let options = LibraryOptions { allow_external_paths: config.allow_external_model_paths, hash_cache_file: None };
+    let library = ModelLibrary::unscanned(dir, options).with_context(|| format!("--models-dir {}", dir.display()))?;
+    Ok(Some(library))
 }
 
-/// Placeholder-free stand-in until the SD pipeline (`backend::pipeline::load_runner`) is merged:
-/// it resolves the model for real, so a wrong `--model` is reported exactly as it will be, then
-/// reports that this build cannot generate yet.
-pub enum NoPipeline {}
-
-impl JobRunner for NoPipeline {
-    fn model_id(&self) -> String {
-        match *self {}
-    }
-
-    fn run(&mut self, _ctx: &JobContext<'_>) -> Result<(), RunError> {
-        match *self {}
-    }
-}
-
-fn load_runner(options: &LoadOptions) -> Result<NoPipeline, String> {
-    let _device = open_device(options.device_ordinal)?;
-    let resolved = resolve_model(&options.model, &options.hub).map_err(|e| e.to_string())?;
-    Err(format!("model found at {}, but this build has no Stable Diffusion pipeline yet", resolved.dir.display()))
-}
-
-/// Start the engine; the model loads on its thread while the caller serves HTTP.
-pub fn start_engine(config: &Config) -> Arc<GenerationEngine> {
-    let options = LoadOptions { model: config.model.clone(), hub: hub_options(config), device_ordinal: config.device };
+/// Start the engine; the library is scanned and the default model loaded on its thread while
+/// the caller serves HTTP.
+pub fn start_engine(config: &Config, library: Option<Arc<ModelLibrary>>) -> Arc<GenerationEngine> {
+    let (model, hub, ordinal) = (config.model.clone(), hub_options(config), config.device);
+    let (max_resident, v_prediction) = (config.max_loaded_models as usize, config.prediction_type.v_prediction());
     GenerationEngine::start(config.queue_capacity as usize, move || {
-        tracing::info!(model = %options.model, "loading model");
-        load_runner(&options)
+        let device = open_device(ordinal)?;
+        if let Some(library) = &library {
+            library.refresh().map_err(|e| e.to_string())?;
+        }
+        tracing::info!(model = %model, "loading model");
+        let options = LoadOptions { model, hub, device, max_resident_models: max_resident, v_prediction, tokenizer_dir: None };
+        load_runner(&options, library)
     })
 }
 
@@ -141,7 +130,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}; is the port in use? pass --port", config.host, config.port))?;
     tracing::info!(address = %listener.local_addr()?, worker_id = %config.worker_id(), ?config, "listening");
-    let engine = start_engine(&config);
+    let library = open_library(&config)?;
+    let engine = start_engine(&config, library);
     let state = AppState::new(config.clone(), engine);
     let heartbeats = config
         .queen_url

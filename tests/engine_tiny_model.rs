@@ -14,12 +14,9 @@ use sd_worker_rbee::backend::request_queue::JobEventReceiver;
 
 fn engine() -> Arc<GenerationEngine> {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd15");
-    let opts = LoadOptions {
-        model: model.to_string_lossy().into_owned(),
-        hub: HubOptions { cache_dir: std::env::temp_dir().join("sd-worker-rbee-no-hub"), endpoint: Some("http://127.0.0.1:9".into()) },
-        device: Device::Cpu,
-    };
-    GenerationEngine::start(4, move || load_runner(&opts))
+    let hub = HubOptions { cache_dir: std::env::temp_dir().join("sd-worker-rbee-no-hub"), endpoint: Some("http://127.0.0.1:9".into()) };
+    let opts = LoadOptions::new(model.to_string_lossy(), hub, Device::Cpu);
+    GenerationEngine::start(4, move || load_runner(&opts, None))
 }
 
 fn request(seed: u64) -> GenerationRequest {

@@ -53,6 +53,22 @@ impl JobContext<'_> {
         }
     }
 
+    /// The runner is loading `model` for this job: status says "loading" until
+    /// [`Self::report_model_ready`].
+    pub fn report_model_loading(&self, model: &str) {
+        let mut s = self.status.lock();
+        s.state = EngineState::Loading;
+        s.loading_model = Some(model.to_string());
+    }
+
+    /// `model` is loaded and serves this job (and is the one status names from now on).
+    pub fn report_model_ready(&self, model: &str) {
+        let mut s = self.status.lock();
+        s.state = EngineState::Busy;
+        s.loading_model = None;
+        s.model_id = Some(model.to_string());
+    }
+
     /// Report an event to the job's listener, keeping the shared status in step.
     pub fn emit(&self, event: JobEvent) {
         self.status.observe(&self.job.id, &event);
@@ -137,6 +153,8 @@ pub struct StatusSnapshot {
     pub state: EngineState,
     pub model_id: Option<String>,
     pub model_info: Option<ModelInfo>,
+    /// The model being loaded for the running job (state is `Loading` meanwhile).
+    pub loading_model: Option<String>,
     pub current: Option<CurrentJob>,
     pub jobs_done: u64,
 }
@@ -149,7 +167,7 @@ pub struct EngineStatus {
 
 impl EngineStatus {
     fn new() -> Self {
-        EngineStatus { inner: Mutex::new(StatusSnapshot { state: EngineState::Loading, model_id: None, model_info: None, current: None, jobs_done: 0 }) }
+        EngineStatus { inner: Mutex::new(StatusSnapshot { state: EngineState::Loading, model_id: None, model_info: None, loading_model: None, current: None, jobs_done: 0 }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, StatusSnapshot> {
@@ -340,6 +358,9 @@ where
             s.current = None;
             s.jobs_done += 1;
             s.state = EngineState::Idle;
+            s.loading_model = None;
+            // A job may have switched models.
+            s.model_info = runner.model_info();
         }
         job.emit(terminal);
     }
@@ -383,6 +404,11 @@ mod tests {
             match ctx.request().prompt.as_str() {
                 "panic" => panic!("injected fault"),
                 "fail" => return Err(JobError::Internal("injected failure".into()).into()),
+                "switch" => {
+                    ctx.report_model_loading("other-model");
+                    std::thread::sleep(Duration::from_millis(300));
+                    ctx.report_model_ready("other-model");
+                }
                 _ => {}
             }
             let total = ctx.request().steps;
@@ -478,6 +504,27 @@ mod tests {
         ));
         assert!(matches!(engine.status().state, EngineState::Error(_)));
         assert!(matches!(engine.submit(request("late", 1)), Err(SubmitError::ModelUnavailable(_))));
+        engine.shutdown();
+    }
+
+    #[test]
+    fn status_reports_a_model_loading_for_a_job() {
+        let engine = engine(1, 2);
+        let mut job = engine.submit(request("switch", 2)).expect("accepted");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // (The engine also starts in `Loading`, for its first model, with no job.)
+            let snap = engine.status();
+            if snap.state == EngineState::Loading && snap.current.is_some() {
+                assert_eq!(snap.loading_model.as_deref(), Some("other-model"));
+                break;
+            }
+            assert!(Instant::now() < deadline, "never saw the loading state");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(matches!(events_until_terminal(&mut job.events).last(), Some(JobEvent::Done)));
+        let snap = engine.status();
+        assert_eq!((snap.state, snap.model_id.as_deref(), snap.loading_model), (EngineState::Idle, Some("other-model"), None));
         engine.shutdown();
     }
 

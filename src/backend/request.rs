@@ -201,11 +201,35 @@ pub struct MaskSpec {
     pub invert: bool,
 }
 
+/// A LoRA applied for one job (native `loras: [{path, strength}]`, A1111 `<lora:name:w>` tags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraSpec {
+    /// A name in the models folder's `Lora/` (file stem, `ss_output_name` alias, or relative
+    /// path), or an absolute path where the operator allows external paths.
+    pub name_or_path: String,
+    pub unet_strength: f64,
+    /// Text-encoder strength (A1111's first number in `<lora:name:te:unet>`).
+    pub te_strength: f64,
+}
+
+impl LoraSpec {
+    /// One strength for both networks (`<lora:name:0.8>`).
+    pub fn new(name_or_path: impl Into<String>, strength: f64) -> Self {
+        LoraSpec { name_or_path: name_or_path.into(), unet_strength: strength, te_strength: strength }
+    }
+}
+
 /// One request for images, whichever protocol it came from.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
-    /// Model id as the engine knows it; `None` = the loaded default model.
+    /// A checkpoint name (any A1111 alias: title, file name, stem, hash) or the served model's
+    /// id; `None` = the default model.
     pub model: Option<String>,
+    /// LoRAs for this job only; the base weights are untouched afterwards.
+    pub loras: Vec<LoraSpec>,
+    /// A VAE from the models folder's `VAE/` (A1111 `sd_vae`); `None`, "Automatic" or "None" =
+    /// the checkpoint's own.
+    pub vae: Option<String>,
     pub prompt: String,
     pub negative_prompt: String,
     pub width: u32,
@@ -232,6 +256,8 @@ impl GenerationRequest {
     pub fn new(prompt: impl Into<String>) -> Self {
         GenerationRequest {
             model: None,
+            loras: Vec::new(),
+            vae: None,
             prompt: prompt.into(),
             negative_prompt: String::new(),
             width: 512,
@@ -265,6 +291,9 @@ pub struct GeneratedImage {
     pub seed: u64,
     /// The A1111 "parameters" infotext describing how this image was made.
     pub infotext: String,
+    /// What the job could not do as asked (an unknown LoRA name, a LoRA for another model
+    /// family, ...): reported, never silently dropped.
+    pub warnings: Vec<String>,
 }
 
 /// A preview of the job in progress.

@@ -15,6 +15,9 @@ use crate::backend::request_queue::QueueError;
 /// Seconds a client is told to wait before retrying when the queue is full.
 pub const QUEUE_FULL_RETRY_AFTER_SECS: u32 = 5;
 
+/// The code a full queue is reported with.
+pub const QUEUE_FULL_CODE: &str = "QUEUE_FULL";
+
 /// `{"error": {...}}`
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -81,7 +84,7 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::Queue(QueueError::Full { .. }) => {
-                ApiError::service_unavailable("QUEUE_FULL", e.to_string(), Some(QUEUE_FULL_RETRY_AFTER_SECS))
+                ApiError::service_unavailable(QUEUE_FULL_CODE, e.to_string(), Some(QUEUE_FULL_RETRY_AFTER_SECS))
             }
             SubmitError::Queue(QueueError::Closed) => ApiError::service_unavailable("SHUTTING_DOWN", e.to_string(), None),
             SubmitError::ModelUnavailable(_) => ApiError::service_unavailable("MODEL_UNAVAILABLE", e.to_string(), None),

@@ -8,11 +8,13 @@
 //! with [`AppState::submit`], and follow it with `JobRecord::subscribe` (streaming) or
 //! `JobRecord::outcome` (synchronous).
 
+pub mod a1111;
 pub mod auth;
 pub mod error;
 pub mod image_input;
 pub mod job_registry;
 pub mod native;
+pub mod openai;
 pub mod openapi;
 pub mod request_id;
 pub mod sse;
@@ -45,7 +47,7 @@ pub struct Face {
 }
 
 /// Every face this worker serves. Add new faces here.
-pub const FACES: &[Face] = &[native::FACE];
+pub const FACES: &[Face] = &[native::FACE, openai::FACE, a1111::FACE];
 
 /// What every handler can reach.
 #[derive(Clone)]

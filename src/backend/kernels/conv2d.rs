@@ -47,7 +47,7 @@ pub fn conv2d_layer_padded(conv: &Conv2d, x: &Tensor, extra: Padding) -> Result<
     if cfg.groups == 1 && cfg.dilation == 1 && is_cpu_f32(x) && is_cpu_f32(conv.weight()) {
         let p = cfg.padding;
         let pad = Padding { top: p + extra.top, bottom: p + extra.bottom, left: p + extra.left, right: p + extra.right };
-        return conv2d(x, conv.weight(), conv.bias(), cfg.stride, pad);
+        return conv2d(x, conv.weight(), conv.bias(), cfg.stride, pad, None);
     }
     let _t = profile::timer("conv (candle)");
     if extra == Padding::same(0) {
@@ -58,9 +58,19 @@ pub fn conv2d_layer_padded(conv: &Conv2d, x: &Tensor, extra: Padding) -> Result<
     }
 }
 
+/// `residual + conv.forward(x)`; on CPU the convolution accumulates straight onto a copy of the
+/// residual, so the sum needs no extra tensor or pass (resnet skip connections).
+pub fn conv2d_layer_add(conv: &Conv2d, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    let cfg = conv.config();
+    if cfg.groups == 1 && cfg.dilation == 1 && is_cpu_f32(x) && is_cpu_f32(conv.weight()) && is_cpu_f32(residual) {
+        return conv2d(x, conv.weight(), conv.bias(), cfg.stride, Padding::same(cfg.padding), Some(residual));
+    }
+    conv2d_layer(conv, x)? + residual
+}
+
 /// Convolution of `x: [N, C_in, H, W]` with `weight: [C_out, C_in, kh, kw]`, optional `bias:
-/// [C_out]`, on contiguous f32 CPU tensors.
-pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, pad: Padding) -> Result<Tensor> {
+/// [C_out]`, plus an optional `residual` shaped like the output, on f32 CPU tensors.
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, pad: Padding, residual: Option<&Tensor>) -> Result<Tensor> {
     let (n, c_in, h, w) = x.dims4()?;
     let (c_out, w_c_in, kh, kw) = weight.dims4()?;
     if w_c_in != c_in {
@@ -102,8 +112,17 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
             bail!("conv2d: bias has {} entries for {c_out} output channels", b.slice().len());
         }
     }
-    let mut out = zeroed(n * c_out * geometry.h_out * geometry.w_out);
-    run(&geometry, xd.slice(), wd.slice(), bd.as_ref().map(|b| b.slice()), &mut out);
+    let out_dims = [n, c_out, geometry.h_out, geometry.w_out];
+    let mut out = match residual {
+        Some(r) if r.dims() == out_dims => {
+            let r = r.contiguous()?;
+            let rd = F32Data::new(&r)?;
+            rd.slice().to_vec()
+        }
+        Some(r) => bail!("conv2d: residual {:?} does not match the output {out_dims:?}", r.dims()),
+        None => zeroed(out_dims.iter().product()),
+    };
+    run(&geometry, xd.slice(), wd.slice(), bd.as_ref().map(|b| b.slice()), residual.is_some(), &mut out);
     tensor_from_vec(out, (n, c_out, geometry.h_out, geometry.w_out))
 }
 
@@ -142,7 +161,7 @@ thread_local! {
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-fn run(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+fn run(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>, onto_residual: bool, out: &mut [f32]) {
     let threads = rayon::current_num_threads().max(1);
     let pointwise = g.is_pointwise();
     let hw_out = g.h_out * g.w_out;
@@ -158,9 +177,9 @@ fn run(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut 
         // every output channel), and `out` outlives the parallel loop.
         unsafe {
             if pointwise {
-                pointwise_tile(g, tile, x, weight, bias, out_ptr, gemm_threads)
+                pointwise_tile(g, tile, x, weight, bias, onto_residual, out_ptr, gemm_threads)
             } else {
-                im2col_tile(g, tile, x, weight, bias, out_ptr, gemm_threads)
+                im2col_tile(g, tile, x, weight, bias, onto_residual, out_ptr, gemm_threads)
             }
         }
     };
@@ -171,25 +190,29 @@ fn run(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut 
     }
 }
 
-/// Writes `bias[c]` into `pixels` output elements per channel starting at `dst`, with channel
-/// stride `channel_stride`; returns whether gemm must accumulate onto it.
-unsafe fn prefill_bias(dst: *mut f32, channel_stride: usize, pixels: usize, bias: Option<&[f32]>) -> bool {
-    match bias {
-        Some(bias) => {
-            for (c, &b) in bias.iter().enumerate() {
-                std::slice::from_raw_parts_mut(dst.add(c * channel_stride), pixels).fill(b);
+/// Puts `bias[c]` into `pixels` output elements per channel starting at `dst` (channel stride
+/// `channel_stride`): written, or added when the output already holds a residual. Returns
+/// whether gemm must accumulate onto the output.
+unsafe fn prefill_bias(dst: *mut f32, channel_stride: usize, pixels: usize, bias: Option<&[f32]>, onto_residual: bool) -> bool {
+    if let Some(bias) = bias {
+        for (c, &b) in bias.iter().enumerate() {
+            let plane = std::slice::from_raw_parts_mut(dst.add(c * channel_stride), pixels);
+            if onto_residual {
+                plane.iter_mut().for_each(|v| *v += b);
+            } else {
+                plane.fill(b);
             }
-            true
         }
-        None => false,
     }
+    onto_residual || bias.is_some()
 }
 
-unsafe fn pointwise_tile(g: &Geometry, tile: &Tile, x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: SharedOut, threads: usize) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn pointwise_tile(g: &Geometry, tile: &Tile, x: &[f32], weight: &[f32], bias: Option<&[f32]>, onto_residual: bool, out: SharedOut, threads: usize) {
     let hw = g.h_out * g.w_out;
     let pixels = tile.end - tile.start;
     let dst = out.0.add(tile.item * g.c_out * hw + tile.start);
-    let accumulate = prefill_bias(dst, hw, pixels, bias);
+    let accumulate = prefill_bias(dst, hw, pixels, bias, onto_residual);
     gemm_f32(
         g.c_out,
         pixels,
@@ -202,7 +225,8 @@ unsafe fn pointwise_tile(g: &Geometry, tile: &Tile, x: &[f32], weight: &[f32], b
     );
 }
 
-unsafe fn im2col_tile(g: &Geometry, tile: &Tile, x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: SharedOut, threads: usize) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn im2col_tile(g: &Geometry, tile: &Tile, x: &[f32], weight: &[f32], bias: Option<&[f32]>, onto_residual: bool, out: SharedOut, threads: usize) {
     let pixels = (tile.end - tile.start) * g.w_out;
     let depth = g.c_in * g.kh * g.kw;
     COLUMNS.with(|cell| {
@@ -214,7 +238,7 @@ unsafe fn im2col_tile(g: &Geometry, tile: &Tile, x: &[f32], weight: &[f32], bias
         fill_columns(g, tile, x, columns, pixels);
         let hw_out = g.h_out * g.w_out;
         let dst = out.0.add(tile.item * g.c_out * hw_out + tile.start * g.w_out);
-        let accumulate = prefill_bias(dst, hw_out, pixels, bias);
+        let accumulate = prefill_bias(dst, hw_out, pixels, bias, onto_residual);
         gemm_f32(
             g.c_out,
             pixels,
@@ -306,10 +330,14 @@ mod tests {
             let weight = seeded(&[c_out, c_in, k, k], 100 + i as u64, 0.5);
             let bias = seeded(&[c_out], 200 + i as u64, 0.5);
             for b in [None, Some(&bias)] {
-                let got = conv2d(&x, &weight, b, stride, pad).unwrap();
+                let got = conv2d(&x, &weight, b, stride, pad, None).unwrap();
                 let want = reference(&x, &weight, b, stride, pad);
                 let diff = relative_max_diff(&got, &want);
                 assert!(diff < 1e-6, "case {i} bias {}: {diff}", b.is_some());
+                let residual = seeded(want.dims(), 300 + i as u64, 1.0);
+                let got = conv2d(&x, &weight, b, stride, pad, Some(&residual)).unwrap();
+                let diff = relative_max_diff(&got, &(&want + &residual).unwrap());
+                assert!(diff < 1e-6, "case {i} residual: {diff}");
             }
         }
     }

@@ -26,7 +26,7 @@ pub struct GroupNorm {
 impl GroupNorm {
     pub fn new(weight: Tensor, bias: Tensor, groups: usize, eps: f64) -> Result<Self> {
         let channels = weight.elem_count();
-        if groups == 0 || channels % groups != 0 || bias.elem_count() != channels {
+        if groups == 0 || !channels.is_multiple_of(groups) || bias.elem_count() != channels {
             bail!("GroupNorm: {groups} groups do not divide {channels} channels (bias {})", bias.elem_count());
         }
         Ok(Self { weight, bias, groups, eps })
@@ -68,7 +68,7 @@ impl GroupNorm {
 pub fn group_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize, eps: f64, with_silu: bool) -> Result<Tensor> {
     let _t = profile::timer(if with_silu { "group_norm+silu" } else { "group_norm" });
     let dims = x.dims().to_vec();
-    if dims.len() < 2 || dims[1] != weight.elem_count() || dims[1] % groups != 0 {
+    if dims.len() < 2 || groups == 0 || dims[1] != weight.elem_count() || !dims[1].is_multiple_of(groups) {
         bail!("group_norm: input {dims:?} does not fit {} channels in {groups} groups", weight.elem_count());
     }
     let channels = dims[1];

@@ -5,6 +5,7 @@
 mod config;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -13,6 +14,7 @@ use candle_nn::{embedding, layer_norm, linear, linear_no_bias, Embedding, LayerN
 pub use config::{ClipActivation, ClipTextConfig};
 
 use crate::backend::models::error::ModelError;
+use crate::backend::models::tensor_map::{load_tensors, tracked_var_builder, TensorMap, WeightUsage};
 
 /// Everything the SD pipelines read from one text-encoder pass.
 #[derive(Debug, Clone)]
@@ -182,10 +184,27 @@ impl ClipTextModel {
     ) -> std::result::Result<Self, ModelError> {
         let config = ClipTextConfig::from_file(&dir.join("config.json"))?;
         let weight_files = safetensors_files(dir)?;
-        // SAFETY: the files are memory-mapped read-only; like every mmap-based loader we rely
-        // on nobody truncating or rewriting model files while they are being loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weight_files, dtype, device)? };
-        Ok(Self::new(config, vb)?)
+        let tensors = Arc::new(load_tensors(&weight_files, dtype, device)?);
+        let (model, usage) = Self::from_tensors(config, tensors, dtype, device)?;
+        // `position_ids` is a buffer some exports keep; it is not a weight.
+        let unused: Vec<&String> = usage.unused.iter().filter(|n| !n.ends_with("position_ids")).collect();
+        if let Some(first) = unused.first() {
+            tracing::warn!(dir = %dir.display(), unused = unused.len(), first = %first, "text encoder weights have tensors the model does not use");
+        }
+        Ok(model)
+    }
+
+    /// Builds the model from tensors already in memory (transformers names), sharing their
+    /// storage when `dtype` and `device` match theirs. Reports which tensors were unused.
+    pub fn from_tensors(
+        config: ClipTextConfig,
+        tensors: Arc<TensorMap>,
+        dtype: DType,
+        device: &Device,
+    ) -> std::result::Result<(Self, WeightUsage), ModelError> {
+        let (vb, loaded) = tracked_var_builder(tensors.clone(), dtype, device);
+        let model = Self::new(config, vb)?;
+        Ok((model, loaded.usage(&tensors)))
     }
 
     /// Builds the model from an already opened VarBuilder rooted where `text_model.` (or the

@@ -1,5 +1,6 @@
-//! Where a model comes from: a diffusers folder on disk, or a Hugging Face repo id resolved through
-//! `hf-hub` into the standard cache (`HF_HOME`), offline once cached.
+//! Where a model comes from: a diffusers folder or a single-file `.safetensors` checkpoint on
+//! disk, or a Hugging Face repo id resolved through `hf-hub` into the standard cache
+//! (`HF_HOME`), offline once cached.
 
 use std::path::{Path, PathBuf};
 
@@ -20,12 +21,23 @@ const CONFIG_FILES: &[&str] = &[
     "special_tokens_map.json",
 ];
 
-/// A model resolved to a local diffusers-layout folder.
+/// How a resolved model is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// A diffusers pipeline folder (`model_index.json`, `unet/`, `vae/`, ...).
+    DiffusersFolder,
+    /// One A1111/LDM `.safetensors` checkpoint (see `backend::checkpoint`).
+    SingleFile,
+}
+
+/// A model resolved to a local diffusers folder or single-file checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedModel {
     /// What the user called it (repo id or path as given), reported back in `/v1/models`.
     pub id: String,
-    pub dir: PathBuf,
+    /// The folder, or the checkpoint file.
+    pub path: PathBuf,
+    pub format: ModelFormat,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +46,10 @@ pub enum ModelSourceError {
     NotFound(String),
     #[error("'{path}' is not a diffusers pipeline folder (no model_index.json or unet/config.json); pass --model PATH to a folder that has them")]
     NotAPipeline { path: PathBuf },
-    #[error("'{path}' is a single file; single-file checkpoints are not supported yet; pass --model PATH to a diffusers folder")]
-    SingleFileUnsupported { path: PathBuf },
+    #[error("'{path}' is a pickle checkpoint (.ckpt/.pt/.bin): loading one can run arbitrary code, so it is refused; convert it to .safetensors and pass that")]
+    PickleRefused { path: PathBuf },
+    #[error("'{path}' is not a model file: pass --model PATH to a .safetensors checkpoint or a diffusers folder")]
+    NotAModelFile { path: PathBuf },
     #[error("model '{repo}' is not in the local Hugging Face cache ({cache}) and could not be downloaded ({reason}); run with --model PATH to a local diffusers folder, or make the Hub reachable")]
     Download { repo: String, cache: PathBuf, reason: String },
 }
@@ -61,27 +75,37 @@ pub fn resolve_model(spec: &str, hub: &HubOptions) -> Result<ResolvedModel, Mode
     let path = Path::new(spec);
     if path.is_dir() {
         return if is_pipeline_dir(path) {
-            Ok(ResolvedModel { id: spec.to_string(), dir: path.to_path_buf() })
+            Ok(ResolvedModel { id: spec.to_string(), path: path.to_path_buf(), format: ModelFormat::DiffusersFolder })
         } else {
             Err(ModelSourceError::NotAPipeline { path: path.to_path_buf() })
         };
     }
     if path.is_file() {
-        return Err(ModelSourceError::SingleFileUnsupported { path: path.to_path_buf() });
+        return single_file(spec, path);
     }
     if !looks_like_repo_id(spec) {
         return Err(ModelSourceError::NotFound(spec.to_string()));
     }
     if let Some(dir) = cached_snapshot(spec, &hub.cache_dir) {
         tracing::info!(repo = spec, dir = %dir.display(), "using cached model");
-        return Ok(ResolvedModel { id: spec.to_string(), dir });
+        return Ok(ResolvedModel { id: spec.to_string(), path: dir, format: ModelFormat::DiffusersFolder });
     }
     let dir = download(spec, hub).map_err(|reason| ModelSourceError::Download {
         repo: spec.to_string(),
         cache: hub.cache_dir.clone(),
         reason,
     })?;
-    Ok(ResolvedModel { id: spec.to_string(), dir })
+    Ok(ResolvedModel { id: spec.to_string(), path: dir, format: ModelFormat::DiffusersFolder })
+}
+
+/// A file given as the model: a `.safetensors` checkpoint; pickles are refused by name.
+fn single_file(spec: &str, path: &Path) -> Result<ResolvedModel, ModelSourceError> {
+    let extension = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    match extension.as_str() {
+        "safetensors" => Ok(ResolvedModel { id: spec.to_string(), path: path.to_path_buf(), format: ModelFormat::SingleFile }),
+        "ckpt" | "pt" | "pth" | "bin" | "pkl" => Err(ModelSourceError::PickleRefused { path: path.to_path_buf() }),
+        _ => Err(ModelSourceError::NotAModelFile { path: path.to_path_buf() }),
+    }
 }
 
 fn is_pipeline_dir(dir: &Path) -> bool {
@@ -158,6 +182,31 @@ fn download(repo_id: &str, hub: &HubOptions) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// Named files of a Hub repo (no `model_index.json` needed), from the cache when all are
+/// there, else downloaded into it. Returns the snapshot folder holding them.
+pub fn fetch_repo_files(repo_id: &str, files: &[&str], hub: &HubOptions) -> Result<PathBuf, ModelSourceError> {
+    let cache = Cache::new(hub.cache_dir.clone());
+    let cached: Option<Vec<PathBuf>> = files.iter().map(|f| cache.repo(Repo::model(repo_id.to_string())).get(f)).collect();
+    if let Some(dir) = cached.as_ref().and_then(|paths| paths.first()).and_then(|p| p.parent()) {
+        return Ok(dir.to_path_buf());
+    }
+    let download = || -> Result<PathBuf, String> {
+        let mut builder = ApiBuilder::from_cache(cache.clone()).with_progress(false).with_retries(1);
+        if let Some(endpoint) = &hub.endpoint {
+            builder = builder.with_endpoint(endpoint.clone());
+        }
+        let repo = builder.build().map_err(|e| e.to_string())?.model(repo_id.to_string());
+        let mut dir = None;
+        for file in files {
+            tracing::info!(repo = repo_id, file = %file, "downloading");
+            let path = repo.get(file).map_err(|e| format!("{file}: {e}"))?;
+            dir = path.parent().map(Path::to_path_buf);
+        }
+        dir.ok_or_else(|| "no files requested".to_string())
+    };
+    download().map_err(|reason| ModelSourceError::Download { repo: repo_id.to_string(), cache: hub.cache_dir.clone(), reason })
+}
+
 /// The files of one component folder to fetch, chosen from the repo's file list.
 fn files_for_component(component: &str, files: &[String]) -> Vec<String> {
     let prefix = format!("{component}/");
@@ -230,8 +279,8 @@ mod tests {
         build_cache(tmp.path(), "acme/tiny-sd", Path::new(FIXTURE), None);
         let resolved = resolve_model("acme/tiny-sd", &offline(tmp.path())).expect("resolves from cache");
         assert_eq!(resolved.id, "acme/tiny-sd");
-        assert!(resolved.dir.ends_with("snapshots/0123456789abcdef0123456789abcdef01234567"));
-        assert!(resolved.dir.join("unet/diffusion_pytorch_model.safetensors").is_file());
+        assert!(resolved.path.ends_with("snapshots/0123456789abcdef0123456789abcdef01234567"));
+        assert!(resolved.path.join("unet/diffusion_pytorch_model.safetensors").is_file());
     }
 
     #[test]
@@ -246,9 +295,17 @@ mod tests {
 
     #[test]
     fn folders_files_and_nonsense_are_told_apart() {
-        assert_eq!(resolve_model(FIXTURE, &offline(Path::new("/nonexistent"))).expect("folder").dir, PathBuf::from(FIXTURE));
+        assert_eq!(resolve_model(FIXTURE, &offline(Path::new("/nonexistent"))).expect("folder").path, PathBuf::from(FIXTURE));
         let file = format!("{FIXTURE}/model_index.json");
-        assert!(matches!(resolve_model(&file, &offline(Path::new("/x"))), Err(ModelSourceError::SingleFileUnsupported { .. })));
+        assert!(matches!(resolve_model(&file, &offline(Path::new("/x"))), Err(ModelSourceError::NotAModelFile { .. })));
+        let single = format!("{FIXTURE}/unet/diffusion_pytorch_model.safetensors");
+        let resolved = resolve_model(&single, &offline(Path::new("/x"))).expect("a .safetensors file resolves");
+        assert_eq!(resolved.format, ModelFormat::SingleFile);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ckpt = tmp.path().join("model.ckpt");
+        std::fs::write(&ckpt, b"x").expect("write");
+        let err = resolve_model(ckpt.to_str().expect("utf-8"), &offline(Path::new("/x"))).expect_err("pickle");
+        assert!(matches!(err, ModelSourceError::PickleRefused { .. }) && err.to_string().contains(".safetensors"), "{err}");
         let not_pipeline = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden");
         assert!(matches!(resolve_model(not_pipeline, &offline(Path::new("/x"))), Err(ModelSourceError::NotAPipeline { .. })));
         assert!(matches!(resolve_model("no such thing", &offline(Path::new("/x"))), Err(ModelSourceError::NotFound(_))));

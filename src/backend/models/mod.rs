@@ -5,6 +5,8 @@
 pub mod clip_text;
 pub mod error;
 pub mod hub;
+pub mod safetensors_header;
+pub mod tensor_map;
 pub mod text_conditioning;
 pub mod tokenizer;
 pub mod unet;

@@ -85,15 +85,8 @@ pub fn decode(model: &SdModel, latents: &Tensor) -> candle_core::Result<RgbImage
     tensor_to_rgb(&model.vae.decode(&unscaled)?)
 }
 
+/// Check the request against the model that will run it (chosen by the runner beforehand).
 pub fn validate(req: &GenerationRequest, model: &SdModel) -> Result<(), RunError> {
-    if let Some(wanted) = &req.model {
-        if wanted != &model.id {
-            return Err(RunError::Failed(JobError::ModelUnavailable(format!(
-                "model '{wanted}' is not loaded (this worker serves '{}')",
-                model.id
-            ))));
-        }
-    }
     let multiple = model.size_multiple();
     for (field, value) in [("width", req.width), ("height", req.height)] {
         if value == 0 || value % multiple != 0 {

@@ -1,51 +1,281 @@
-//! The engine's `JobRunner` for Stable Diffusion: validates a request against the loaded model,
-//! runs the pipeline once per image (image i: seed + i, its own generator), and reports steps,
-//! previews and finished images.
+//! The engine's `JobRunner` for Stable Diffusion: picks the model a request names (loading it
+//! if needed, keeping up to N resident), applies the job's LoRAs and VAE override to a patched
+//! copy, validates the request against it, runs the pipeline once per image (image i: seed + i,
+//! its own generator), and reports steps, previews and finished images.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::Tensor;
 
 use super::conditioning::{encode_prompts, PromptPair};
 use super::denoise::loop_len;
-use super::generate::{decode, generate_latents, internal, invalid, new_sampler, prepare_inputs, start_index, validate};
+use super::generate::{decode, generate_latents, internal, new_sampler, prepare_inputs, start_index, validate};
+use super::loading::ModelLoader;
 use super::model::{Family, SdModel};
+use super::resident::{ResidentModel, ResidentModels, VaeOverride};
 use crate::backend::generation_engine::{JobContext, JobRunner, ModelInfo, RunError};
 use crate::backend::image_io::{encode_image, encode_png};
 use crate::backend::infotext::{format_infotext, rng_label, InfotextFields};
+use crate::backend::lora::{AppliedLora, LoraError, LoraFileCache, LoraTargets};
+use crate::backend::model_library::resolve::is_builtin_vae;
+use crate::backend::model_library::{CheckpointEntry, LibraryError, ModelLibrary};
+use crate::backend::models::hub::ModelFormat;
 use crate::backend::preview::{latent_preview, LatentRgbFactors};
 use crate::backend::prompt::lora_tags::{extract_extra_networks, ExtractedPrompt};
-use crate::backend::request::{GeneratedImage, GenerationRequest, JobEvent, PreviewImage, PreviewPolicy, RgbImage};
+use crate::backend::request::{GeneratedImage, GenerationRequest, JobError, JobEvent, LoraSpec, PreviewImage, PreviewPolicy, RgbImage};
 
 /// Written as the infotext's `Version`.
 const VERSION: &str = concat!("sd-worker-rbee v", env!("CARGO_PKG_VERSION"));
 
+/// Parsed LoRA files kept between jobs.
+const LORA_FILES_KEPT: usize = 16;
+
 pub struct SdRunner {
-    model: SdModel,
-    /// First 10 hex digits of the UNet weights' sha256 (A1111's short model hash).
+    /// How to load more models; `None` for a runner fixed to one model.
+    loader: Option<ModelLoader>,
+    library: Option<Arc<ModelLibrary>>,
+    /// The model used when a request names none (reloaded if it was evicted).
+    default: ModelSpec,
+    resident: ResidentModels,
+    lora_files: LoraFileCache,
+    /// The model status reports (the last one used).
+    current: String,
+}
+
+/// How to (re)load one model and what to call it.
+#[derive(Debug, Clone)]
+struct ModelSpec {
+    key: PathBuf,
+    title: String,
+    display_name: String,
+    hash: Option<String>,
+    format: ModelFormat,
+}
+
+impl ModelSpec {
+    fn of(model: &ResidentModel, format: ModelFormat) -> Self {
+        ModelSpec { key: model.key.clone(), title: model.title.clone(), display_name: model.display_name.clone(), hash: model.hash.clone(), format }
+    }
+
+    fn from_entry(entry: &CheckpointEntry) -> Self {
+        ModelSpec { key: entry.path.clone(), title: entry.title.clone(), display_name: entry.stem(), hash: Some(entry.hash.clone()), format: entry.format }
+    }
+
+    /// Whether a request's model name means this model.
+    fn is_named(&self, name: &str) -> bool {
+        self.title == name || self.display_name == name || self.key.as_os_str() == name
+    }
+}
+
+/// What a job runs with after model selection, LoRAs and VAE.
+struct Prepared {
+    model: Arc<SdModel>,
+    infotext_extra: Vec<(String, String)>,
+    model_name: String,
     model_hash: Option<String>,
+    warnings: Vec<String>,
 }
 
 impl SdRunner {
+    /// A runner serving only `model` (no switching, no models folder).
     pub fn new(model: SdModel, model_hash: Option<String>) -> Self {
-        SdRunner { model, model_hash }
+        let key = PathBuf::from(&model.id);
+        let id = model.id.clone();
+        let format = if model.dir.is_dir() { ModelFormat::DiffusersFolder } else { ModelFormat::SingleFile };
+        let resident_model = ResidentModel::new(key, id.clone(), model_display_name(&id), model_hash, model);
+        let default = ModelSpec::of(&resident_model, format);
+        let mut resident = ResidentModels::new(1);
+        resident.insert(resident_model);
+        SdRunner { loader: None, library: None, default, resident, lora_files: LoraFileCache::new(LORA_FILES_KEPT), current: id }
     }
 
-    pub fn model(&self) -> &SdModel {
-        &self.model
+    /// A runner that starts with `default` (stored as `format` at its key) and loads others
+    /// from `library` on demand, keeping at most `max_resident` loaded.
+    pub fn with_library(default: ResidentModel, format: ModelFormat, loader: ModelLoader, library: Option<Arc<ModelLibrary>>, max_resident: usize) -> Self {
+        let spec = ModelSpec::of(&default, format);
+        let current = default.title.clone();
+        let mut resident = ResidentModels::new(max_resident);
+        resident.insert(default);
+        SdRunner { loader: Some(loader), library, default: spec, resident, lora_files: LoraFileCache::new(LORA_FILES_KEPT), current }
     }
+
+    /// The default model's base pipeline, if it is resident.
+    pub fn model(&mut self) -> Option<Arc<SdModel>> {
+        let key = self.default.key.clone();
+        self.resident.touch(&key).map(|m| m.base.clone())
+    }
+
+    /// Titles of the resident models, most recently used first.
+    pub fn resident_models(&self) -> Vec<String> {
+        self.resident.titles()
+    }
+
+    pub fn library(&self) -> Option<&Arc<ModelLibrary>> {
+        self.library.as_ref()
+    }
+
+    /// The resident model a request names, loading it if needed.
+    fn select(&mut self, requested: Option<&str>, ctx: &JobContext<'_>) -> Result<PathBuf, RunError> {
+        let spec = match requested.map(str::trim).filter(|n| !n.is_empty()) {
+            None => self.default.clone(),
+            Some(name) => {
+                let known = |m: &ResidentModel| m.title == name || m.display_name == name || m.key.as_os_str() == name || m.base.id == name;
+                if let Some(key) = self.resident.iter().find(|m| known(m)).map(|m| m.key.clone()) {
+                    return Ok(key);
+                }
+                if self.default.is_named(name) {
+                    self.default.clone()
+                } else {
+                    let Some(library) = &self.library else {
+                        return Err(unavailable(format!(
+                            "model '{name}' is not loaded and this worker serves only '{}' (start it with --models-dir to switch models)",
+                            self.default.title
+                        )));
+                    };
+                    let entry = library.resolve_checkpoint(name).map_err(|e| match e {
+                        LibraryError::PathNotAllowed(_) => invalid("model", e.to_string()),
+                        other => unavailable(other.to_string()),
+                    })?;
+                    ModelSpec::from_entry(&entry)
+                }
+            }
+        };
+        if self.resident.touch(&spec.key).is_some() {
+            return Ok(spec.key);
+        }
+        let Some(loader) = &self.loader else {
+            return Err(unavailable(format!("model '{}' is not loaded and this runner cannot load models", spec.title)));
+        };
+        ctx.report_model_loading(&spec.title);
+        self.resident.make_room();
+        let model = loader.load(&spec.title, &spec.key, spec.format).map_err(unavailable)?;
+        self.resident.insert(ResidentModel::new(spec.key.clone(), spec.title, spec.display_name, spec.hash, model));
+        Ok(spec.key)
+    }
+
+    /// Select the model, then apply the job's LoRAs and VAE to a patched copy of it.
+    fn prepare(&mut self, req: &GenerationRequest, ctx: &JobContext<'_>) -> Result<Prepared, RunError> {
+        let key = self.select(req.model.as_deref(), ctx)?;
+        let mut warnings = Vec::new();
+        let mut extra = Vec::new();
+        let loras = self.resolve_loras(req, &mut warnings);
+        let library = self.library.clone();
+        let loader = self.loader.clone();
+        let resident = self.resident.touch(&key).ok_or_else(|| internal("the selected model is no longer resident"))?;
+        ctx.report_model_ready(&resident.title);
+        self.current = resident.title.clone();
+
+        let mut model = merge_job_loras(resident, loras, &mut warnings, &mut extra)?;
+        if let Some(vae_name) = req.vae.as_deref() {
+            match (library.as_ref(), loader.as_ref()) {
+                (Some(library), Some(loader)) => match library.resolve_vae(vae_name) {
+                    Ok(None) => {}
+                    Ok(Some(entry)) => {
+                        model = with_job_vae(resident, &model, loader, &entry.path)?;
+                        if let Some(hash) = library.vae_hash(&entry) {
+                            extra.push(("VAE hash".to_string(), hash));
+                        }
+                        extra.push(("VAE".to_string(), entry.model_name.clone()));
+                    }
+                    Err(e) => warnings.push(format!("{e}; the checkpoint's own VAE was used")),
+                },
+                _ if is_builtin_vae(vae_name) => {}
+                _ => warnings.push(format!("VAE '{vae_name}' cannot be selected without a models folder; the checkpoint's own VAE was used")),
+            }
+        }
+        Ok(Prepared { model, infotext_extra: extra, model_name: resident.display_name.clone(), model_hash: resident.hash.clone(), warnings })
+    }
+
+    /// The job's LoRAs found in the models folder, parsed (cached), with the name to report
+    /// and A1111's short hash. Unknown names become warnings.
+    fn resolve_loras(&mut self, req: &GenerationRequest, warnings: &mut Vec<String>) -> Vec<(AppliedLora, String, Option<String>)> {
+        let mut out = Vec::new();
+        for spec in &req.loras {
+            let name = spec.name_or_path.trim();
+            let Some(entry) = self.library.as_ref().and_then(|l| l.resolve_lora(name)) else {
+                warnings.push(format!("LoRA '{name}' was not found in the models folder; it was not applied"));
+                continue;
+            };
+            match self.lora_files.get(&entry.path) {
+                Ok(file) => {
+                    let hash = self.library.as_ref().and_then(|l| l.lora_hash(&entry));
+                    out.push((AppliedLora { file, unet_strength: spec.unet_strength, te_strength: spec.te_strength }, name.to_string(), hash));
+                }
+                Err(e) => warnings.push(format!("{e}; it was not applied")),
+            }
+        }
+        out
+    }
+}
+
+/// The resident model with the job's LoRAs merged (the cached merge when the set repeats).
+/// A LoRA that fits none of the model's weights is dropped with a warning; the applied ones
+/// go into the infotext's `Lora hashes` as A1111 writes it (name without ':' and ',').
+fn merge_job_loras(
+    resident: &mut ResidentModel,
+    mut applied: Vec<(AppliedLora, String, Option<String>)>,
+    warnings: &mut Vec<String>,
+    extra: &mut Vec<(String, String)>,
+) -> Result<Arc<SdModel>, RunError> {
+    if applied.is_empty() {
+        return Ok(resident.base.clone());
+    }
+    let targets = resident.lora_targets.get_or_insert_with(|| LoraTargets::new(&resident.base));
+    let mut model = resident.base.clone();
+    while !applied.is_empty() {
+        let set: Vec<AppliedLora> = applied.iter().map(|(a, _, _)| a.clone()).collect();
+        match resident.merged.get_or_merge(&resident.base, targets, &set) {
+            Ok((merged, _)) => {
+                model = merged;
+                break;
+            }
+            Err(LoraError::NothingMatched { path, .. }) => {
+                let position = applied.iter().position(|(a, _, _)| a.file.path == path).ok_or_else(|| internal("a refused LoRA is not in the set"))?;
+                let (_, name, _) = applied.remove(position);
+                warnings.push(format!("LoRA '{name}' does not fit model '{}' (none of its weights matches); it was not applied", resident.title));
+            }
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    let hashes: Vec<String> = applied
+        .iter()
+        .filter_map(|(_, name, hash)| hash.as_ref().map(|h| format!("{}: {h}", name.replace([':', ','], ""))))
+        .collect();
+    if !hashes.is_empty() {
+        extra.push(("Lora hashes".to_string(), hashes.join(", ")));
+    }
+    Ok(model)
+}
+
+/// `model` with the VAE file at `path` (built once per resident model and reused).
+fn with_job_vae(resident: &mut ResidentModel, model: &SdModel, loader: &ModelLoader, path: &std::path::Path) -> Result<Arc<SdModel>, RunError> {
+    let cached = resident.vae.as_ref().filter(|v| v.path == path);
+    let (vae, tensors) = match cached {
+        Some(v) => (v.vae.clone(), v.tensors.clone()),
+        None => {
+            let (vae, tensors) = loader.load_vae(path, &resident.base).map_err(|e| invalid("vae", e))?;
+            resident.vae = Some(VaeOverride { path: path.to_path_buf(), vae: vae.clone(), tensors: tensors.clone() });
+            (vae, tensors)
+        }
+    };
+    Ok(Arc::new(model.with_vae(vae, tensors)))
 }
 
 impl JobRunner for SdRunner {
     fn model_id(&self) -> String {
-        self.model.id.clone()
+        self.current.clone()
     }
 
+    /// Facts about the most recently used resident model (the one status names).
     fn model_info(&self) -> Option<ModelInfo> {
-        let m = &self.model;
+        let resident = self.resident.iter().next()?;
+        let m = resident.base.as_ref();
         let (default_steps, default_cfg_scale) = if m.is_distilled() { (4, 1.0) } else { (20, 7.0) };
         Some(ModelInfo {
-            id: m.id.clone(),
-            name: model_display_name(&m.id),
-            hash: self.model_hash.clone(),
+            id: resident.title.clone(),
+            name: resident.display_name.clone(),
+            hash: resident.hash.clone(),
             family: match m.family {
                 Family::Sd => "sd",
                 Family::Sdxl => "sdxl",
@@ -59,20 +289,32 @@ impl JobRunner for SdRunner {
     }
 
     fn run(&mut self, ctx: &JobContext<'_>) -> Result<(), RunError> {
-        let req = ctx.request();
-        validate(req, &self.model)?;
+        // A1111 takes `<lora:…>` tags out of the prompt and applies them like explicit LoRAs.
+        let extracted = extract_extra_networks(&ctx.request().prompt).map_err(|e| invalid("prompt", e.to_string()))?;
+        let mut effective = ctx.request().clone();
+        effective.loras.extend(extracted.loras.iter().map(|tag| LoraSpec {
+            name_or_path: tag.name.clone(),
+            unet_strength: tag.unet_multiplier,
+            te_strength: tag.te_multiplier,
+        }));
+        let req = &effective;
+        let unsupported = unsupported_network_warnings(&extracted);
+        let prepared = self.prepare(req, ctx)?;
+        for warning in &prepared.warnings {
+            tracing::warn!(job = %ctx.id(), "{warning}");
+        }
+        let model = prepared.model.as_ref();
+        validate(req, model)?;
         let inputs = prepare_inputs(req)?;
         let seed = req.seed.unwrap_or_else(random_seed);
         let (per_image, schedule_steps) = {
-            let sampler = new_sampler(req, &self.model)?;
+            let sampler = new_sampler(req, model)?;
             (loop_len(sampler.as_ref(), start_index(req, sampler.as_ref())), sampler.timesteps().len())
         };
-        let extracted = extract_extra_networks(&req.prompt).map_err(|e| invalid("prompt", e.to_string()))?;
-        let warnings = unapplied_network_warnings(&extracted);
         let total = (per_image * req.num_images as usize) as u32;
         ctx.emit(JobEvent::Started { seed, total_steps: total });
         let cond = encode_prompts(
-            &self.model,
+            model,
             &PromptPair {
                 prompt: &extracted.prompt,
                 negative_prompt: &req.negative_prompt,
@@ -88,12 +330,12 @@ impl JobRunner for SdRunner {
         for index in 0..req.num_images {
             let image_seed = seed.wrapping_add(u64::from(index));
             let steps_before = index as usize * per_image;
-            let factors = if self.model.family == Family::Sdxl { LatentRgbFactors::SDXL } else { LatentRgbFactors::SD15 };
+            let factors = if model.family == Family::Sdxl { LatentRgbFactors::SDXL } else { LatentRgbFactors::SD15 };
             let mut on_step = |done: usize, _of: usize, latents: &Tensor| -> bool {
                 let step = (steps_before + done) as u32;
                 ctx.emit(JobEvent::Step { step, total });
                 if let PreviewPolicy::EveryNSteps(n) = req.preview {
-                    if n > 0 && done % n as usize == 0 && done < per_image {
+                    if n > 0 && done.is_multiple_of(n as usize) && done < per_image {
                         if let Some(preview) = make_preview(latents, &factors, req, step, total) {
                             ctx.emit(JobEvent::Preview(preview));
                         }
@@ -101,9 +343,9 @@ impl JobRunner for SdRunner {
                 }
                 !ctx.is_cancelled()
             };
-            let latents = generate_latents(&self.model, req, &inputs, &cond, image_seed, &mut on_step)?;
-            let image = decode(&self.model, &latents).map_err(internal)?;
-            let infotext = format_infotext(&self.infotext(req, image_seed, &warnings));
+            let latents = generate_latents(model, req, &inputs, &cond, image_seed, &mut on_step)?;
+            let image = decode(model, &latents).map_err(internal)?;
+            let infotext = format_infotext(&infotext(ctx.request(), image_seed, &prepared, &unsupported));
             let bytes = encode_image(&image, req.output_format, Some(&infotext)).map_err(|e| internal(e.to_string()))?;
             ctx.emit(JobEvent::Image(GeneratedImage {
                 index,
@@ -113,6 +355,7 @@ impl JobRunner for SdRunner {
                 height: image.height,
                 seed: image_seed,
                 infotext,
+                warnings: prepared.warnings.clone(),
             }));
             ctx.check_cancelled()?;
         }
@@ -120,39 +363,42 @@ impl JobRunner for SdRunner {
     }
 }
 
-impl SdRunner {
-    fn infotext(&self, req: &GenerationRequest, seed: u64, warnings: &[(String, String)]) -> InfotextFields {
-        InfotextFields {
-            prompt: req.prompt.clone(),
-            negative_prompt: req.negative_prompt.clone(),
-            steps: req.steps,
-            sampler_name: req.sampler.a1111_name().to_string(),
-            schedule_label: req.schedule.label().to_string(),
-            cfg_scale: req.cfg_scale,
-            seed,
-            width: req.width,
-            height: req.height,
-            model_hash: self.model_hash.clone(),
-            model_name: Some(model_display_name(&self.model.id)),
-            clip_skip: req.clip_skip,
-            denoising_strength: req.init_image.as_ref().map(|i| i.strength),
-            rng_label: rng_label(req.rng),
-            variation: None,
-            extra: warnings.to_vec(),
-            version: Some(VERSION.to_string()),
-        }
+fn infotext(req: &GenerationRequest, seed: u64, prepared: &Prepared, unsupported: &[(String, String)]) -> InfotextFields {
+    let mut fields = InfotextFields {
+        prompt: req.prompt.clone(),
+        negative_prompt: req.negative_prompt.clone(),
+        steps: req.steps,
+        sampler_name: req.sampler.a1111_name().to_string(),
+        schedule_label: req.schedule.label().to_string(),
+        cfg_scale: req.cfg_scale,
+        seed,
+        width: req.width,
+        height: req.height,
+        model_hash: prepared.model_hash.clone(),
+        model_name: Some(prepared.model_name.clone()),
+        clip_skip: req.clip_skip,
+        denoising_strength: req.init_image.as_ref().map(|i| i.strength),
+        rng_label: rng_label(req.rng),
+        variation: None,
+        extra: Vec::new(),
+        version: Some(VERSION.to_string()),
+    };
+    for (key, value) in prepared.infotext_extra.iter().chain(unsupported) {
+        fields.set_extra(key.clone(), value.clone());
     }
+    fields
 }
 
-/// Infotext entries (also logged) for the prompt's extra networks that this job does not apply:
-/// A1111 removes every `<kind:…>` tag from the prompt, so a tag that does nothing must at least
-/// be visible. LoRA application is not implemented yet, so every LoRA is listed.
-fn unapplied_network_warnings(extracted: &ExtractedPrompt) -> Vec<(String, String)> {
+/// A resident model for a library entry: A1111 names it by file stem and short hash.
+pub fn resident_from_entry(entry: &CheckpointEntry, model: SdModel) -> ResidentModel {
+    ResidentModel::new(entry.path.clone(), entry.title.clone(), entry.stem(), Some(entry.hash.clone()), model)
+}
+
+/// Infotext entries (also logged) for the prompt's extra networks of kinds this server does not
+/// apply (`<hypernet:…>`, unknown kinds): A1111 removes every `<kind:…>` tag from the prompt, so a
+/// tag that does nothing must at least be visible. LoRA tags become LoRAs of the job.
+fn unsupported_network_warnings(extracted: &ExtractedPrompt) -> Vec<(String, String)> {
     let mut warnings = Vec::new();
-    if !extracted.loras.is_empty() {
-        let names: Vec<&str> = extracted.loras.iter().map(|lora| lora.name.as_str()).collect();
-        warnings.push(("Lora not applied".to_string(), names.join(", ")));
-    }
     if !extracted.unsupported.is_empty() {
         let tags: Vec<String> = extracted.unsupported.iter().map(|tag| format!("{}:{}", tag.kind, tag.name)).collect();
         warnings.push(("Extra networks not supported".to_string(), tags.join(", ")));
@@ -164,8 +410,17 @@ fn unapplied_network_warnings(extracted: &ExtractedPrompt) -> Vec<(String, Strin
 }
 
 /// The last path or repo component, as A1111 names a checkpoint without extension.
-fn model_display_name(id: &str) -> String {
-    id.trim_end_matches('/').rsplit('/').next().unwrap_or(id).to_string()
+pub fn model_display_name(id: &str) -> String {
+    let last = id.trim_end_matches('/').rsplit('/').next().unwrap_or(id);
+    last.strip_suffix(".safetensors").unwrap_or(last).to_string()
+}
+
+fn unavailable(message: String) -> RunError {
+    RunError::Failed(JobError::ModelUnavailable(message))
+}
+
+fn invalid(field: &str, message: String) -> RunError {
+    RunError::Failed(JobError::InvalidRequest { field: field.to_string(), message })
 }
 
 fn make_preview(latents: &Tensor, factors: &LatentRgbFactors, req: &GenerationRequest, step: u32, total: u32) -> Option<PreviewImage> {
@@ -179,4 +434,3 @@ fn make_preview(latents: &Tensor, factors: &LatentRgbFactors, req: &GenerationRe
 fn random_seed() -> u64 {
     rand::random_range(0..4_294_967_294u64)
 }
-

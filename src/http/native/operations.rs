@@ -9,12 +9,12 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::backend::request::{
+use crate::backend::request::{LoraSpec, 
     GenerationRequest, InitImage, MaskSpec, OutputFormat, PreviewPolicy, RngKind, SamplerKind, ScheduleKind,
 };
 use crate::backend::request_limits::{RequestField, RequestLimits};
 use crate::http::error::ApiError;
-use crate::http::image_input::{decode_mask_image, decode_rgb_image, resize_mask, resize_rgb};
+use crate::http::image_input::{decode_mask_image, decode_rgb_image};
 
 /// The operations this worker runs, as rbee tags them.
 pub const SUPPORTED_OPERATIONS: &[&str] = &["image_generation", "image_transform", "image_inpaint"];
@@ -296,12 +296,21 @@ fn check_model(model: Option<&str>, served: &ServedModel<'_>) -> Result<(), ApiE
     }
 }
 
-fn check_loras(loras: &[LoraConfig]) -> Result<(), ApiError> {
-    if loras.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_field("loras", "loras are not supported by this worker yet; send an empty list"))
-    }
+/// rbee's `loras: [{path, strength}]` → the engine's LoRA list (the engine resolves the names in
+/// the models folder and reports the ones it cannot apply as warnings).
+fn lora_specs(loras: &[LoraConfig]) -> Result<Vec<LoraSpec>, ApiError> {
+    loras
+        .iter()
+        .map(|l| {
+            if l.path.trim().is_empty() {
+                return Err(ApiError::invalid_field("loras", "each LoRA needs a non-empty path"));
+            }
+            if !l.strength.is_finite() {
+                return Err(ApiError::invalid_field("loras", format!("LoRA '{}' has a strength that is not a finite number", l.path)));
+            }
+            Ok(LoraSpec::new(l.path.trim(), f64::from(l.strength)))
+        })
+        .collect()
 }
 
 /// The fields every operation shares, after the operation-specific ones are taken out.
@@ -318,9 +327,10 @@ struct Common {
 
 fn base_request(common: Common, served: &ServedModel<'_>) -> Result<GenerationRequest, ApiError> {
     check_model(common.model.as_deref(), served)?;
-    check_loras(&common.loras)?;
+    let loras = lora_specs(&common.loras)?;
     let options = common.options;
     let mut request = GenerationRequest::new(common.prompt);
+    request.loras = loras;
     request.negative_prompt = common.negative_prompt.unwrap_or_default();
     request.steps = common.steps;
     request.cfg_scale = common.guidance_scale;
@@ -388,10 +398,11 @@ fn from_transform(op: ImageTransformRequest, limits: &RequestLimits, served: &Se
     };
     let mut request = base_request(common, served)?;
     let image = decode_rgb_image("input_image", &op.input_image, limits.max_input_pixels)?;
-    let (width, height) = (limits.snap_side(image.width), limits.snap_side(image.height));
-    request.width = width;
-    request.height = height;
-    request.init_image = Some(InitImage { image: resize_rgb(image, width, height)?, strength: op.strength });
+    // The output keeps the input's size, snapped onto the model's grid; the pipeline resizes the
+    // image to it.
+    request.width = limits.snap_side(image.width);
+    request.height = limits.snap_side(image.height);
+    request.init_image = Some(InitImage { image, strength: op.strength });
     Ok(request)
 }
 
@@ -409,13 +420,13 @@ fn from_inpaint(op: ImageInpaintRequest, limits: &RequestLimits, served: &Served
     let mut request = base_request(common, served)?;
     let image = decode_rgb_image("init_image", &op.init_image, limits.max_input_pixels)?;
     let mask = decode_mask_image("mask_image", &op.mask_image, limits.max_input_pixels)?;
-    let (width, height) = (limits.snap_side(image.width), limits.snap_side(image.height));
-    request.width = width;
-    request.height = height;
+    // As for transforms, the pipeline resizes the image and the mask to the snapped size.
+    request.width = limits.snap_side(image.width);
+    request.height = limits.snap_side(image.height);
     // Inpainting repaints the masked area from scratch, as diffusers' inpaint pipeline does by
     // default (strength 1.0).
-    request.init_image = Some(InitImage { image: resize_rgb(image, width, height)?, strength: 1.0 });
-    request.mask = Some(MaskSpec { mask: resize_mask(mask, width, height)?, blur: 0, invert: false });
+    request.init_image = Some(InitImage { image, strength: 1.0 });
+    request.mask = Some(MaskSpec { mask, blur: 0, invert: false });
     Ok(request)
 }
 
@@ -482,7 +493,7 @@ mod tests {
         assert_eq!(field(r#"{"operation":"image_generation","prompt":"x","guidance_scale":99}"#).as_deref(), Some("guidance_scale"));
         assert_eq!(field(r#"{"operation":"image_generation","prompt":"x","sampler":"Nope"}"#).as_deref(), Some("sampler"));
         assert_eq!(field(r#"{"operation":"image_generation","prompt":"x","model":"other"}"#).as_deref(), Some("model"));
-        assert_eq!(field(r#"{"operation":"image_generation","prompt":"x","loras":[{"path":"a"}]}"#).as_deref(), Some("loras"));
+        assert_eq!(field(r#"{"operation":"image_generation","prompt":"x","loras":[{"path":" "}]}"#).as_deref(), Some("loras"));
         assert_eq!(field(r#"{"operation":"image_transform","prompt":"x","input_image":"%%%"}"#).as_deref(), Some("input_image"));
         assert_eq!(field(r#"{"prompt":"x"}"#).as_deref(), Some("operation"));
     }

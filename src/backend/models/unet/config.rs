@@ -80,7 +80,8 @@ pub struct UNetConfig {
     pub dual_cross_attention: bool,
     #[serde(default)]
     pub use_linear_projection: bool,
-    #[serde(default)]
+    /// SDXL base writes `null` here; diffusers treats that as false.
+    #[serde(default, deserialize_with = "null_as_false")]
     pub upcast_attention: bool,
     #[serde(default = "default_attention_type")]
     pub attention_type: String,
@@ -198,6 +199,10 @@ fn default_resnet_time_scale_shift() -> String {
 fn default_time_embedding_type() -> String {
     "positional".to_string()
 }
+fn null_as_false<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(deserializer)?.unwrap_or(false))
+}
+
 fn default_conv_kernel() -> usize {
     3
 }

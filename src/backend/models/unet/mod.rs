@@ -16,4 +16,4 @@ pub use config::UNetConfig;
 pub use embeddings::SdxlConditioning;
 pub use model::UNet2DConditionModel;
 pub use norm::{NormEps, NormRole};
-pub use weights::WeightUsage;
+pub use crate::backend::models::tensor_map::WeightUsage;

@@ -2,6 +2,7 @@
 //! skip connections, GroupNorm + SiLU + conv_out.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{bail, DType, Device, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
@@ -11,9 +12,10 @@ use super::config::UNetConfig;
 use super::embeddings::{SdxlConditioning, TimeConditioning};
 use super::layout::UNetLayout;
 use super::norm::{GroupNorm, NormEps, NormRole};
-use super::weights::{self, WeightUsage};
+use super::weights;
 use crate::backend::kernels::conv2d::conv2d_layer;
 use crate::backend::models::error::ModelError;
+use crate::backend::models::tensor_map::{load_tensors, tracked_var_builder, TensorMap, WeightUsage};
 
 #[derive(Debug, Clone)]
 pub struct UNet2DConditionModel {
@@ -38,14 +40,7 @@ impl UNet2DConditionModel {
         dtype: DType,
     ) -> std::result::Result<Self, ModelError> {
         let (model, usage) = Self::load_with_usage(dir, device, dtype)?;
-        if !usage.unused.is_empty() {
-            tracing::warn!(
-                dir = %dir.display(),
-                unused = usage.unused.len(),
-                first = %usage.unused[0],
-                "UNet checkpoint has tensors the model does not use"
-            );
-        }
+        usage.warn_if_unused("UNet", dir);
         Ok(model)
     }
 
@@ -61,9 +56,21 @@ impl UNet2DConditionModel {
         }
         let config = UNetConfig::from_json(&std::fs::read_to_string(&config_path).map_err(|e| ModelError::io(&config_path, e))?)?;
         let files = weights::weight_files(dir)?;
-        let (vb, present, loaded) = weights::tracked_var_builder(&files, dtype, device)?;
+        let tensors = Arc::new(load_tensors(&files, dtype, device)?);
+        Self::from_tensors(config, tensors, dtype, device)
+    }
+
+    /// Build the model from tensors already in memory (named as diffusers names them), sharing
+    /// their storage when `dtype` and `device` match theirs. Reports which tensors were unused.
+    pub fn from_tensors(
+        config: UNetConfig,
+        tensors: Arc<TensorMap>,
+        dtype: DType,
+        device: &Device,
+    ) -> std::result::Result<(Self, WeightUsage), ModelError> {
+        let (vb, loaded) = tracked_var_builder(tensors.clone(), dtype, device);
         let model = Self::new(config, vb)?;
-        Ok((model, loaded.usage(&present)))
+        Ok((model, loaded.usage(&tensors)))
     }
 
     /// Build the model from a parsed config and a `VarBuilder` rooted at the UNet's weights.
@@ -135,6 +142,10 @@ impl UNet2DConditionModel {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Predict the noise for `sample` `[B, in_channels, h, w]` at `timestep` (fractional for

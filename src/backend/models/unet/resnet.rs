@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 
 use super::norm::{GroupNorm, NormEps, NormRole};
-use crate::backend::kernels::conv2d::conv2d_layer;
+use crate::backend::kernels::conv2d::{conv2d_layer, conv2d_layer_add};
 use crate::backend::kernels::linear::linear;
 
 /// 3x3 convolution with "same" padding.
@@ -85,13 +85,13 @@ impl ResnetBlock2D {
         let temb = linear(&self.time_emb_proj, temb_silu)?
             .unsqueeze(2)?
             .unsqueeze(3)?;
-        let hidden = hidden.broadcast_add(&temb)?;
-        let hidden = conv2d_layer(&self.conv2, &self.norm2.forward_silu(&hidden)?)?;
+        let hidden = self.norm2.forward_silu(&hidden.broadcast_add(&temb)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv2d_layer(conv, xs)?,
             None => xs.clone(),
         };
-        let out = (shortcut + hidden)?;
+        // conv2 accumulates onto the skip path (no separate sum tensor on CPU).
+        let out = conv2d_layer_add(&self.conv2, &hidden, &shortcut)?;
         if self.output_scale_factor == 1.0 {
             Ok(out)
         } else {

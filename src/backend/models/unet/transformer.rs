@@ -8,7 +8,7 @@ use super::attention::Attention;
 use super::layout::AttentionPlan;
 use super::norm::{GroupNorm, LayerNorm, NormEps, NormRole};
 use crate::backend::kernels::geglu::geglu;
-use crate::backend::kernels::linear::linear;
+use crate::backend::kernels::linear::{linear, linear_from_channels_first, linear_to_channels_first_add};
 
 /// Hard-coded in diffusers' `Transformer2DModel` (not `norm_eps`).
 pub const TRANSFORMER_INPUT_NORM_EPS: f64 = 1e-6;
@@ -141,21 +141,13 @@ impl Transformer2DModel {
     }
 
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let (batch, channels, height, width) = xs.dims4()?;
-        let tokens = self.norm.forward(xs)?.permute((0, 2, 3, 1))?.reshape((
-            batch,
-            height * width,
-            channels,
-        ))?;
-        let mut tokens = linear(&self.proj_in, &tokens)?;
+        // proj_in reads the normalised image channels-first and proj_out writes channels-first
+        // onto the residual, so no NCHW <-> token-major copies are made on CPU.
+        let mut tokens = linear_from_channels_first(&self.proj_in, &self.norm.forward(xs)?)?;
         for block in &self.blocks {
             tokens = block.forward(&tokens, context)?;
         }
-        let hidden = linear(&self.proj_out, &tokens)?
-            .reshape((batch, height, width, channels))?
-            .permute((0, 3, 1, 2))?;
-        // The residual add reads the channel-last view directly; no separate contiguous copy.
-        hidden + xs
+        linear_to_channels_first_add(&self.proj_out, &tokens, xs)
     }
 
     pub fn norms(&self) -> Vec<&NormEps> {

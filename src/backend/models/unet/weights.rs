@@ -1,15 +1,9 @@
-//! Finding the UNet's safetensors files and recording which tensors the model reads, so a
-//! wiring bug (a weight loaded under the wrong name, or a module never built) shows up as
-//! unused keys instead of as slightly wrong images.
+//! Finding the UNet's safetensors files in a diffusers `unet/` folder. Which tensors the model
+//! reads is tracked by [`crate::backend::models::tensor_map`], so a wiring bug (a weight loaded
+//! under the wrong name, or a module never built) shows up as unused keys instead of as slightly
+//! wrong images.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Init, VarBuilder};
 
 use crate::backend::models::error::ModelError;
 
@@ -50,101 +44,6 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         });
     }
     Ok(all)
-}
-
-/// Which checkpoint tensors the model did not read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WeightUsage {
-    pub present: usize,
-    pub loaded: usize,
-    pub unused: Vec<String>,
-}
-
-/// Names read through the [`VarBuilder`] built by [`tracked_var_builder`].
-#[derive(Clone, Default)]
-pub struct LoadedNames(Arc<Mutex<BTreeSet<String>>>);
-
-impl LoadedNames {
-    fn record(&self, name: &str) {
-        // A poisoned lock only means another loader thread panicked; the set is still valid.
-        let mut names = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        names.insert(name.to_string());
-    }
-
-    /// Compare what was read against every tensor name in the files.
-    pub fn usage(&self, present: &BTreeSet<String>) -> WeightUsage {
-        let names = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        WeightUsage {
-            present: present.len(),
-            loaded: names.intersection(present).count(),
-            unused: present.difference(&names).cloned().collect(),
-        }
-    }
-}
-
-/// The mmapped-safetensors backend of `VarBuilder::from_mmaped_safetensors`, plus a record of
-/// each tensor name that is read.
-struct TrackingBackend {
-    tensors: MmapedSafetensors,
-    loaded: LoadedNames,
-}
-
-impl SimpleBackend for TrackingBackend {
-    fn get(
-        &self,
-        shape: Shape,
-        name: &str,
-        hints: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let tensor = SimpleBackend::get(&self.tensors, shape, name, hints, dtype, dev)?;
-        self.loaded.record(name);
-        Ok(tensor)
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let tensor = SimpleBackend::get_unchecked(&self.tensors, name, dtype, dev)?;
-        self.loaded.record(name);
-        Ok(tensor)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        SimpleBackend::contains_tensor(&self.tensors, name)
-    }
-}
-
-/// A memory-mapped `VarBuilder` over `files` that converts every tensor to `dtype` (F16 on disk is
-/// loaded as F32 for parity), the set of all tensor names in the files, and the record of reads.
-pub fn tracked_var_builder(
-    files: &[PathBuf],
-    dtype: DType,
-    device: &Device,
-) -> Result<(VarBuilder<'static>, BTreeSet<String>, LoadedNames), ModelError> {
-    // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on them not
-    // being truncated or rewritten while the model is alive.
-    let tensors = unsafe { MmapedSafetensors::multi(files)? };
-    let present: BTreeSet<String> = tensors
-        .tensors()
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    let loaded = LoadedNames::default();
-    let backend = TrackingBackend {
-        tensors,
-        loaded: loaded.clone(),
-    };
-    Ok((
-        VarBuilder::from_backend(Box::new(backend), dtype, device.clone()),
-        present,
-        loaded,
-    ))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
 use super::attention::MidAttention;
-use crate::backend::kernels::conv2d::{conv2d_layer, conv2d_layer_padded, Padding};
+use crate::backend::kernels::conv2d::{conv2d_layer, conv2d_layer_add, conv2d_layer_padded, Padding};
 pub(super) use crate::backend::kernels::group_norm::GroupNorm;
 use crate::backend::kernels::profile;
 
@@ -68,15 +68,14 @@ impl ResnetBlock {
 
 impl Module for ResnetBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.norm1.forward_silu(x)?;
-        let h = conv2d_layer(&self.conv1, &h)?;
-        let h = self.norm2.forward_silu(&h)?;
-        let h = conv2d_layer(&self.conv2, &h)?;
+        // Nested so each full-resolution intermediate is freed as soon as the next one exists
+        // (at 512x512 they are 128-256 MiB each), and conv2 accumulates onto the skip path.
+        let h = self.norm2.forward_silu(&conv2d_layer(&self.conv1, &self.norm1.forward_silu(x)?)?)?;
         let skip = match &self.conv_shortcut {
             Some(conv) => conv2d_layer(conv, x)?,
             None => x.clone(),
         };
-        skip + h
+        conv2d_layer_add(&self.conv2, &h, &skip)
     }
 }
 

@@ -10,6 +10,7 @@ mod config;
 mod decoder;
 mod encoder;
 mod model;
+mod tiled;
 
 pub use config::VaeConfig;
 pub use model::{AutoencoderKl, LatentDistribution};

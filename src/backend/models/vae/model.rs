@@ -1,6 +1,7 @@
 //! The assembled autoencoder: loading from a diffusers `vae/` folder, encode and decode.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, VarBuilder};
@@ -9,8 +10,10 @@ use super::blocks::conv1x1;
 use super::config::VaeConfig;
 use super::decoder::Decoder;
 use super::encoder::Encoder;
+use super::tiled::{tiled_decode, TILE_ABOVE_LATENT_PIXELS};
 use crate::backend::kernels::conv2d::conv2d_layer;
 use crate::backend::models::error::ModelError;
+use crate::backend::models::tensor_map::{load_tensors, tracked_var_builder, TensorMap, WeightUsage};
 
 /// Weight files tried in order: the plain export first, then the fp16 variant that many hub
 /// repositories ship instead (it holds the same tensors; the load casts them anyway).
@@ -56,10 +59,24 @@ impl AutoencoderKl {
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, ModelError> {
         let config = VaeConfig::from_file(&dir.join("config.json"))?;
         let weights = find_weights(dir)?;
-        // SAFETY: the file is mapped read-only; as for every mmap, it must not be truncated or
-        // rewritten while the model is loading. Model folders are not modified in place.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device)? };
-        Ok(Self::new(config, vb)?)
+        let tensors = Arc::new(load_tensors(&[weights], dtype, device)?);
+        let (model, usage) = Self::from_tensors(config, tensors, dtype, device)?;
+        usage.warn_if_unused("VAE", dir);
+        Ok(model)
+    }
+
+    /// Builds the network from tensors already in memory (diffusers names), sharing their
+    /// storage when `dtype` and `device` match theirs. Reports which tensors were unused.
+    pub fn from_tensors(
+        config: VaeConfig,
+        tensors: Arc<TensorMap>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, WeightUsage), ModelError> {
+        config.validate().map_err(|reason| ModelError::unsupported(format!("VAE config: {reason}")))?;
+        let (vb, loaded) = tracked_var_builder(tensors.clone(), dtype, device);
+        let model = Self::new(config, vb)?;
+        Ok((model, loaded.usage(&tensors)))
     }
 
     /// Builds the network from an already validated config and a weight source.
@@ -115,13 +132,22 @@ impl AutoencoderKl {
     /// `latents`: unscaled (already divided by the scaling factor), `[B, latent_channels, h, w]`.
     /// Returns the image `[B, out_channels, h * f, w * f]`, roughly in `-1..1` and not clamped,
     /// as f32.
+    ///
+    /// Latents larger than 128x128 (images beyond 1024x1024) are decoded in overlapping tiles
+    /// (see `tiled.rs`), which bounds memory; smaller ones in one piece, exactly as diffusers.
     pub fn decode(&self, latents: &Tensor) -> candle_core::Result<Tensor> {
         let z = latents.to_dtype(self.dtype)?;
         let z = match &self.post_quant_conv {
             Some(conv) => conv2d_layer(conv, &z)?,
             None => z,
         };
-        self.decoder.forward(&z)?.to_dtype(DType::F32)
+        let (_, _, h, w) = z.dims4()?;
+        let decoded = if h * w > TILE_ABOVE_LATENT_PIXELS {
+            tiled_decode(&z, self.config.downscale_factor(), |tile| self.decoder.forward(tile))?
+        } else {
+            self.decoder.forward(&z)?
+        };
+        decoded.to_dtype(DType::F32)
     }
 }
 
