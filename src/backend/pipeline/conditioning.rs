@@ -129,6 +129,8 @@ struct ScheduledEncoding {
     /// `end_at_step` of each schedule entry.
     ends: Vec<usize>,
     /// Which of `texts` each entry uses: alternation repeats texts, which are encoded once.
+    /// (A1111 encodes every entry, repeats included, and takes the emphasis mean over all of
+    /// them; that only differs when a weighted prompt repeats alternatives unevenly.)
     text_of_entry: Vec<usize>,
     /// Every distinct text, all with the same number of tokens.
     texts: Vec<EncodedText>,

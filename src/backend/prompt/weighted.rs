@@ -25,6 +25,9 @@ pub enum EncoderLayer {
     Penultimate,
 }
 
+/// Rows per text-encoder pass when several texts are encoded together.
+const ENCODER_BATCH: usize = 8;
+
 /// One text encoder with its tokenizer and the layer to read.
 #[derive(Clone, Copy)]
 pub struct WeightedEncoder<'a> {
@@ -69,20 +72,30 @@ impl WeightedEncoder<'_> {
                 .iter()
                 .map(|chunks| chunks.get(index).unwrap_or(&empty))
                 .collect();
-            let ids: Vec<u32> = batch
-                .iter()
-                .flat_map(|chunk| chunk.ids.iter().copied())
-                .collect();
-            let ids = Tensor::from_vec(ids, (batch.len(), CHUNK_LENGTH), self.encoder.device())?;
-            let output = self.encoder.forward(&ids)?;
-            if index == 0 {
-                for row in 0..batch.len() {
-                    pooled_per_text.push(output.pooled.narrow(0, row, 1)?);
+            // The encoder keeps every layer's output, so many editing variants go through it a
+            // few at a time; only the selected layer is kept for the batch-wide emphasis.
+            let mut selected = Vec::with_capacity(batch.len().div_ceil(ENCODER_BATCH));
+            for rows in batch.chunks(ENCODER_BATCH) {
+                let ids: Vec<u32> = rows
+                    .iter()
+                    .flat_map(|chunk| chunk.ids.iter().copied())
+                    .collect();
+                let ids = Tensor::from_vec(ids, (rows.len(), CHUNK_LENGTH), self.encoder.device())?;
+                let output = self.encoder.forward(&ids)?;
+                if index == 0 {
+                    for row in 0..rows.len() {
+                        pooled_per_text.push(output.pooled.narrow(0, row, 1)?);
+                    }
                 }
+                selected.push(match self.layer {
+                    EncoderLayer::ClipSkip(skip) => clip_skipped_state(self.encoder, output, skip)?,
+                    EncoderLayer::Penultimate => penultimate(&output.hidden_states)?,
+                });
             }
-            let hidden = match self.layer {
-                EncoderLayer::ClipSkip(skip) => clip_skipped_state(self.encoder, output, skip)?,
-                EncoderLayer::Penultimate => penultimate(&output.hidden_states)?,
+            let hidden = if selected.len() == 1 {
+                selected.remove(0)
+            } else {
+                Tensor::cat(&selected, 0)?
             };
             let hidden = apply_emphasis(&hidden, &batch)?;
             for (row, chunks) in hidden_per_text.iter_mut().enumerate() {
@@ -177,7 +190,7 @@ pub fn pad_with_empty_chunks(hidden: &Tensor, empty: &Tensor, tokens: usize) -> 
     if have == tokens {
         return Ok(hidden.clone());
     }
-    if tokens < have || chunk == 0 || (tokens - have) % chunk != 0 {
+    if tokens < have || chunk == 0 || !(tokens - have).is_multiple_of(chunk) {
         candle_core::bail!("cannot pad {have} tokens to {tokens} with {chunk}-token chunks");
     }
     let padding = empty.repeat((batch, (tokens - have) / chunk, 1))?;

@@ -221,3 +221,22 @@ fn texts_encoded_together_are_padded_with_empty_chunks() {
     );
     assert!(pad_with_empty_chunks(&padded, &empty.hidden, CHUNK_LENGTH).is_err());
 }
+
+#[test]
+fn many_texts_are_encoded_in_small_batches_and_keep_their_order() {
+    let sd = Sd15::load();
+    let texts: Vec<String> = (0..11).map(|i| format!("a photo of {i} cats")).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let together = sd.encode(&refs);
+    assert_eq!(together.len(), 11);
+    for (text, encoded) in refs.iter().zip(&together) {
+        let alone = &sd.encode(&[text])[0];
+        for (label, actual, expected) in [
+            ("hidden", &encoded.hidden, &alone.hidden),
+            ("pooled", &encoded.pooled, &alone.pooled),
+        ] {
+            let (diff, scale) = max_abs_error(actual, expected);
+            assert!(diff <= 1e-6 * scale, "{text} {label}: {diff}");
+        }
+    }
+}
