@@ -90,3 +90,37 @@ async fn streaming_shows_pipeline_previews_as_partial_images() {
         assert_eq!(image_size(&bytes), (64, 64));
     }
 }
+
+#[tokio::test]
+async fn a_json_edit_with_data_urls_equals_the_multipart_edit() {
+    use base64::Engine as _;
+    let server = TestServer::start_tiny().await;
+    let picture = png_bytes(&image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, 90, y as u8 * 4]))));
+    let mask = png_bytes(&image::DynamicImage::ImageRgba8(image::RgbaImage::from_fn(64, 64, |_, y| {
+        image::Rgba([0, 0, 0, if y < 20 { 0 } else { 255 }])
+    })));
+    let (content_type, body) = Multipart::new()
+        .file("image", "upload", &picture)
+        .file("mask", "upload", &mask)
+        .text("prompt", "a kite")
+        .text("steps", "3")
+        .text("seed", "5")
+        .finish();
+    let response = client().post(server.at("/v1/images/edits")).header("content-type", content_type).body(body).send().await.expect("sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    let multipart: Value = response.json().await.expect("json");
+
+    let data_url = |bytes: &[u8]| format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes));
+    let json_body = json!({"images": [{"image_url": data_url(&picture)}], "mask": {"image_url": data_url(&mask)},
+                           "prompt": "a kite", "steps": 3, "seed": 5});
+    let response = client().post(server.at("/v1/images/edits")).json(&json_body).send().await.expect("sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    let from_json: Value = response.json().await.expect("json");
+    assert_eq!(images(&from_json), images(&multipart), "both forms run the same edit");
+
+    let remote = json!({"images": [{"image_url": "http://169.254.169.254/latest"}], "prompt": "x"});
+    let response = client().post(server.at("/v1/images/edits")).json(&remote).send().await.expect("sent");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.expect("json");
+    assert_eq!(error["error"]["param"], "images[0].image_url", "{error}");
+}

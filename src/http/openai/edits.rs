@@ -1,10 +1,11 @@
-//! `POST /v1/images/edits`: multipart image (+ optional mask) and prompt. With a mask the
-//! transparent area is repainted (inpainting); without one the whole image is reworked (img2img,
-//! less with `input_fidelity: high`).
+//! `POST /v1/images/edits`: multipart image (+ optional mask) and prompt, or the JSON form with
+//! `data:` URLs. With a mask the transparent area is repainted (inpainting); without one the whole
+//! image is reworked (img2img, less with `input_fidelity: high`).
 
-use axum::extract::multipart::{Multipart, MultipartRejection};
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::body::Bytes;
+use axum::extract::multipart::Multipart;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header;
 use axum::response::Response;
 use axum::Extension;
 // File parts are read separately; these fields only document them.
@@ -14,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::http::openai::errors::{OpenAiError, OpenAiErrorBody};
 use crate::http::openai::jobs::{off_runtime, run_image_request};
+use crate::http::openai::json_edits::{json_form, EditImageJsonRequest};
 use crate::http::openai::models::Endpoint;
 use crate::http::openai::plan::ImageParams;
 use crate::http::openai::response::ImagesResponse;
@@ -116,7 +118,7 @@ pub fn parse_edit(form: &UploadForm, max_input_pixels: u64) -> Result<ImageParam
 }
 
 #[utoipa::path(post, path = "/v1/images/edits", tag = "openai",
-    request_body(content = CreateImageEditRequest, content_type = "multipart/form-data"),
+    request_body(content((CreateImageEditRequest = "multipart/form-data"), (EditImageJsonRequest = "application/json"))),
     responses(
         (status = 200, description = "The edited images, or with `stream: true` the events: `image_edit.partial_image` \
             frames, then `image_edit.completed` per image (same framing as generations)",
@@ -132,10 +134,21 @@ pub fn parse_edit(form: &UploadForm, max_input_pixels: u64) -> Result<ImageParam
 pub async fn create_image_edit(
     State(state): State<AppState>,
     Extension(shared): Extension<OpenAiShared>,
-    headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    request: Request,
 ) -> Result<Response, OpenAiError> {
-    let form = read_form(multipart).await?;
+    let headers = request.headers().clone();
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    let form = if is_json {
+        let body = Bytes::from_request(request, &state)
+            .await
+            .map_err(|e| OpenAiError::new(e.status(), "invalid_request_error", format!("the request body could not be read: {}", e.body_text())))?;
+        off_runtime(move || json_form(&body)).await?
+    } else {
+        read_form(Multipart::from_request(request, &state).await).await?
+    };
     let max_pixels = state.limits.max_input_pixels;
     let params = off_runtime(move || parse_edit(&form, max_pixels)).await?;
     run_image_request(&state, &shared, &headers, params).await

@@ -52,7 +52,7 @@ pub struct OpenAiError {
 }
 
 impl OpenAiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         OpenAiError { status, kind, message: message.into(), param: None, code: None, retry_after_secs: None, retryable: false }
     }
 

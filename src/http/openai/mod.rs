@@ -8,6 +8,7 @@ pub mod auth;
 pub mod edits;
 pub mod errors;
 pub mod generations;
+pub mod json_edits;
 pub mod jobs;
 pub mod models;
 pub mod output;
