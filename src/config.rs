@@ -101,6 +101,12 @@ pub struct Config {
     #[arg(long, env = "SD_WORKER_QUEUE_CAPACITY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_capacity: u32,
 
+    /// Browser origins allowed to call the API cross-origin (CORS), e.g. `http://localhost:3000`;
+    /// repeat or separate with commas; `*` allows any origin. Off by default: same-origin pages
+    /// (Swagger UI) and non-browser clients need no CORS.
+    #[arg(long = "cors-origin", env = "SD_WORKER_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_cors_origin)]
+    pub cors_origins: Vec<String>,
+
     /// Base URL clients reach this worker at (behind a proxy), used for absolute links.
     #[arg(long, env = "SD_WORKER_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -131,8 +137,24 @@ impl std::fmt::Debug for Config {
             .field("prediction_type", &self.prediction_type)
             .field("queue_capacity", &self.queue_capacity)
             .field("public_url", &self.public_url)
+            .field("cors_origins", &self.cors_origins)
             .field("log_format", &self.log_format)
             .finish()
+    }
+}
+
+/// A CORS origin as browsers send it: `*`, or `scheme://host[:port]` with no path.
+fn parse_cors_origin(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value == "*" {
+        return Ok(value.to_string());
+    }
+    let rest = value.strip_prefix("http://").or_else(|| value.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains('/') && value.is_ascii() && !value.contains(char::is_whitespace) => {
+            Ok(value.to_string())
+        }
+        _ => Err(format!("'{value}' is not an origin: use * or scheme://host[:port], e.g. http://localhost:3000")),
     }
 }
 
@@ -164,6 +186,7 @@ impl Config {
             prediction_type: PredictionOverride::Auto,
             queue_capacity: 8,
             public_url: None,
+            cors_origins: Vec::new(),
             log_format: LogFormat::Pretty,
             build_info: false,
         }
@@ -236,6 +259,16 @@ mod tests {
         assert!(wants_build_info(["bin", "--port", "x", "--build-info"]));
         assert!(!wants_build_info(["--build-info"]));
         assert!(matches!(build_info(), "debug" | "release"));
+    }
+
+    #[test]
+    fn cors_origins_are_checked_when_parsed() {
+        let cfg = Config::try_parse_from(["x", "--cors-origin", "http://localhost:3000,https://app.example:8443", "--cors-origin", "*"]).expect("parses");
+        assert_eq!(cfg.cors_origins, vec!["http://localhost:3000", "https://app.example:8443", "*"]);
+        for bad in ["localhost:3000", "http://host/path", "ftp://x", "http://"] {
+            assert!(Config::try_parse_from(["x", "--cors-origin", bad]).is_err(), "{bad}");
+        }
+        assert!(Config::try_parse_from(["x"]).expect("parses").cors_origins.is_empty(), "off by default");
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Optional bearer-token auth. With no keys configured every route is open; with keys, job routes
 //! need `Authorization: Bearer <key>`. Keys are compared in constant time so response timing does
-//! not reveal how much of a guess was right.
+//! not reveal how much of a guess was right: the SHA-256 digests of the presented token and of each
+//! key are compared, so not even a key's length shows (a plain slice compare returns early on a
+//! length mismatch).
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::http::error::ApiError;
@@ -20,9 +23,9 @@ pub enum AuthFailure {
     Invalid,
 }
 
-/// The accepted keys; empty = auth disabled.
+/// The accepted keys, held as SHA-256 digests; empty = auth disabled.
 #[derive(Clone, Default)]
-pub struct ApiKeys(Vec<Vec<u8>>);
+pub struct ApiKeys(Vec<[u8; 32]>);
 
 impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,7 +35,7 @@ impl std::fmt::Debug for ApiKeys {
 
 impl ApiKeys {
     pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(keys: I) -> Self {
-        ApiKeys(keys.into_iter().map(|k| k.into().into_bytes()).filter(|k| !k.is_empty()).collect())
+        ApiKeys(keys.into_iter().map(Into::into).filter(|k| !k.is_empty()).map(|k| Sha256::digest(k.as_bytes()).into()).collect())
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -51,7 +54,8 @@ impl ApiKeys {
     /// Check a bare token (faces with other header conventions extract it themselves).
     pub fn check_token(&self, token: &str) -> Result<(), AuthFailure> {
         // Compare against every key without stopping early.
-        let matched = self.0.iter().fold(subtle::Choice::from(0), |acc, key| acc | key.as_slice().ct_eq(token.as_bytes()));
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let matched = self.0.iter().fold(subtle::Choice::from(0), |acc, key| acc | key.ct_eq(&presented));
         if bool::from(matched) {
             Ok(())
         } else {

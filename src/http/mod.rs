@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
-use tower_http::cors::CorsLayer;
+use axum::http::{header, HeaderValue};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::backend::generation_engine::GenerationEngine;
@@ -101,18 +102,38 @@ impl AppState {
     }
 }
 
-/// All faces, Swagger UI and the OpenAPI document, with request ids, CORS and the body limit.
+/// All faces, Swagger UI and the OpenAPI document, with request ids, CORS (when configured) and
+/// the body limit.
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new();
     for face in FACES {
         tracing::debug!(face = face.name, "mounting face");
         app = app.merge((face.router)(&state));
     }
-    app.merge(SwaggerUi::new(openapi::SWAGGER_UI_PATH).url(openapi::OPENAPI_JSON_PATH, openapi::document()))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(CorsLayer::permissive())
-        .layer(middleware::from_fn(request_id::tag_request))
-        .with_state(state)
+    let app = app
+        .merge(SwaggerUi::new(openapi::SWAGGER_UI_PATH).url(openapi::OPENAPI_JSON_PATH, openapi::document()))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let app = match cors_layer(&state.config.cors_origins) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    app.layer(middleware::from_fn(request_id::tag_request)).with_state(state)
+}
+
+/// CORS for the configured origins; `None` (no CORS headers, browsers refuse cross-origin
+/// calls) when none are configured. Origins were validated when the flags were parsed.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    // Clients read these from replies: request ids for support, Retry-After for back-off.
+    let exposed = [request_id::REQUEST_ID_HEADER.clone(), header::RETRY_AFTER];
+    Some(CorsLayer::new().allow_origin(allow_origin).allow_methods(Any).allow_headers(Any).expose_headers(exposed))
 }
 
 /// Serve on an already-bound listener until `shutdown` resolves and open responses finish.

@@ -152,17 +152,17 @@ fn router(state: &AppState) -> Router<AppState> {
         .route("/sdapi/v1/realesrgan-models", get(lists::realesrgan_models))
         .route("/sdapi/v1/memory", get(lists::memory))
         .route("/sdapi/v1/cmd-flags", get(lists::cmd_flags))
+        // A1111's Lora extension registers these two outside its API auth; here a key guards them
+        // like every other state-reading and state-changing route (clients send it to all routes).
+        .route("/sdapi/v1/loras", get(lists::loras))
+        .route("/sdapi/v1/refresh-loras", post(lists::refresh_loras))
         .route("/sdapi/v1/refresh-checkpoints", post(lists::refresh_checkpoints))
         .route("/sdapi/v1/refresh-vae", post(lists::refresh_vae))
         .route("/sdapi/v1/refresh-embeddings", post(lists::refresh_embeddings))
         .route("/sdapi/v1/unload-checkpoint", post(lists::unload_checkpoint))
         .route("/sdapi/v1/reload-checkpoint", post(lists::reload_checkpoint))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_api_auth));
-    // Registered outside A1111's `add_api_route` (the Lora extension, `/internal`), so A1111
-    // leaves them open too.
-    let open = Router::new()
-        .route("/sdapi/v1/loras", get(lists::loras))
-        .route("/sdapi/v1/refresh-loras", post(lists::refresh_loras))
-        .route("/internal/ping", get(lists::ping));
+    // A liveness probe outside A1111's API (and its auth).
+    let open = Router::new().route("/internal/ping", get(lists::ping));
     protected.merge(open).layer(Extension(face))
 }
