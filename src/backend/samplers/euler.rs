@@ -3,15 +3,15 @@
 
 use candle_core::{Result, Tensor};
 
-use super::discrete_sigmas::{self, DiscreteSigmaOptions, KarrasBounds};
+use super::discrete_sigmas::KarrasBounds;
 use super::error::SamplerError;
 use super::prediction::x0_from_sigma;
 use super::scheduler_config::{
     BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing, TimestepType,
 };
 use super::tensor_ops::{div, mul, to_f32};
-use super::training_schedule::{self, ClassDefaults, TrainingSchedule, ZeroSnr, COMMON_BETA_SCHEDULES};
-use super::{sample_sigma, Sampler};
+use super::sigma_ladder::{class_schedule, LadderOptions, LadderSampler, SigmaLadder};
+use super::training_schedule::{self, ClassDefaults, ZeroSnr, COMMON_BETA_SCHEDULES};
 use crate::backend::rng::NoiseSource;
 
 pub(super) const DEFAULTS: ClassDefaults = ClassDefaults {
@@ -25,28 +25,19 @@ pub(super) const DEFAULTS: ClassDefaults = ClassDefaults {
 };
 
 pub struct Euler {
-    timesteps: Vec<f64>,
-    sigmas: Vec<f32>,
-    sigmas_f64: Vec<f64>,
-    init_noise_sigma: f64,
+    ladder: SigmaLadder,
     prediction: PredictionType,
 }
 
 impl Euler {
     pub fn new(config: &SchedulerConfig, steps: usize) -> std::result::Result<Self, SamplerError> {
-        let training = TrainingSchedule::from_config(config, &DEFAULTS)?;
-        training_schedule::check_steps(steps, &training)?;
-        let spacing = training_schedule::spacing(config, &DEFAULTS);
-        let prediction = training_schedule::prediction_type(config);
-        let options = DiscreteSigmaOptions {
-            spacing,
-            steps_offset: training_schedule::steps_offset(config),
-            sigma_spacing: discrete_sigmas::sigma_spacing_from_config(config, DEFAULTS.sampler)?,
+        let choices = LadderOptions {
             karras_bounds: KarrasBounds::ConfigOrSchedule,
             interpolation: config.interpolation_type.unwrap_or(InterpolationType::Linear),
             final_sigma: config.final_sigmas_type.unwrap_or(FinalSigmasType::Zero),
         };
-        let schedule = discrete_sigmas::discrete_sigmas(&training, config, steps, &options);
+        let (schedule, spacing) = class_schedule(config, &DEFAULTS, steps, choices)?;
+        let prediction = training_schedule::prediction_type(config);
         let continuous_v =
             config.timestep_type == Some(TimestepType::Continuous) && prediction == PredictionType::VPrediction;
         let timesteps = if continuous_v {
@@ -55,43 +46,18 @@ impl Euler {
         } else {
             schedule.timesteps
         };
-        Ok(Euler {
-            timesteps,
-            init_noise_sigma: discrete_sigmas::init_noise_sigma(&schedule.sigmas, spacing),
-            sigmas_f64: schedule.sigmas.iter().map(|&s| s as f64).collect(),
-            sigmas: schedule.sigmas,
-            prediction,
-        })
+        Ok(Euler { ladder: SigmaLadder::new(timesteps, schedule.sigmas, spacing), prediction })
     }
 }
 
-impl Sampler for Euler {
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+impl LadderSampler for Euler {
+    fn ladder(&self) -> &SigmaLadder {
+        &self.ladder
     }
 
-    fn sigmas(&self) -> Option<&[f64]> {
-        Some(&self.sigmas_f64)
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor> {
-        let sigma = sample_sigma(&self.sigmas, index)?;
-        div(sample, (sigma * sigma + 1.0).sqrt())
-    }
-
-    fn step(
-        &mut self,
-        model_output: &Tensor,
-        index: usize,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
-        let sigma = sample_sigma(&self.sigmas, index)?;
-        let sigma_next = sample_sigma(&self.sigmas, index + 1)?;
+    fn ladder_step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
+        let sigma = self.ladder.sigma(index)?;
+        let sigma_next = self.ladder.sigma(index + 1)?;
         let model_output = to_f32(model_output)?;
         let x = to_f32(sample)?;
         // `s_churn = 0`: gamma is 0 and sigma_hat is sigma (diffusers converts v with sigma and
@@ -102,9 +68,5 @@ impl Sampler for Euler {
         let dt = sigma_next - sigma_hat;
         (x + mul(&derivative, dt)?)?.to_dtype(sample.dtype())
     }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, index: usize) -> Result<Tensor> {
-        let sigma = sample_sigma(&self.sigmas, index)?;
-        original + mul(noise, sigma)?
-    }
 }
+

@@ -5,15 +5,15 @@
 
 use candle_core::{Result, Tensor};
 
-use super::discrete_sigmas::{self, DiscreteSigmaOptions, KarrasBounds};
+use super::discrete_sigmas::KarrasBounds;
 use super::error::SamplerError;
 use super::prediction::x0_from_sigma;
 use super::scheduler_config::{
     BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing,
 };
 use super::tensor_ops::{clip, div, mul, to_f32};
-use super::training_schedule::{self, ClassDefaults, TrainingSchedule, ZeroSnr};
-use super::{sample_sigma, Sampler};
+use super::sigma_ladder::{class_schedule, LadderOptions, LadderSampler, SigmaLadder};
+use super::training_schedule::{self, ClassDefaults, ZeroSnr};
 use crate::backend::rng::NoiseSource;
 
 pub(super) const DEFAULTS: ClassDefaults = ClassDefaults {
@@ -39,10 +39,7 @@ struct PendingCorrection {
 }
 
 pub struct Heun {
-    timesteps: Vec<f64>,
-    sigmas: Vec<f32>,
-    sigmas_f64: Vec<f64>,
-    init_noise_sigma: f64,
+    ladder: SigmaLadder,
     prediction: PredictionType,
     clip_range: Option<f32>,
     pending: Option<PendingCorrection>,
@@ -50,18 +47,12 @@ pub struct Heun {
 
 impl Heun {
     pub fn new(config: &SchedulerConfig, steps: usize) -> std::result::Result<Self, SamplerError> {
-        let training = TrainingSchedule::from_config(config, &DEFAULTS)?;
-        training_schedule::check_steps(steps, &training)?;
-        let spacing = training_schedule::spacing(config, &DEFAULTS);
-        let options = DiscreteSigmaOptions {
-            spacing,
-            steps_offset: training_schedule::steps_offset(config),
-            sigma_spacing: discrete_sigmas::sigma_spacing_from_config(config, DEFAULTS.sampler)?,
+        let choices = LadderOptions {
             karras_bounds: KarrasBounds::ConfigOrSchedule,
             interpolation: InterpolationType::Linear,
             final_sigma: FinalSigmasType::Zero,
         };
-        let schedule = discrete_sigmas::discrete_sigmas(&training, config, steps, &options);
+        let (schedule, spacing) = class_schedule(config, &DEFAULTS, steps, choices)?;
         // sigmas [s0, s1, s1, ..., s_{n-1}, s_{n-1}, 0]; timesteps [t0, t1, t1, ..., t_{n-1}, t_{n-1}].
         let mut sigmas = Vec::with_capacity(2 * schedule.sigmas.len());
         let count = schedule.sigmas.len();
@@ -80,10 +71,7 @@ impl Heun {
         }
         let clip_range = config.clip_sample.unwrap_or(false).then(|| config.clip_sample_range.unwrap_or(1.0) as f32);
         Ok(Heun {
-            timesteps,
-            init_noise_sigma: discrete_sigmas::init_noise_sigma(&sigmas, spacing),
-            sigmas_f64: sigmas.iter().map(|&s| s as f64).collect(),
-            sigmas,
+            ladder: SigmaLadder::new(timesteps, sigmas, spacing),
             prediction: training_schedule::prediction_type(config),
             clip_range,
             pending: None,
@@ -91,40 +79,21 @@ impl Heun {
     }
 }
 
-impl Sampler for Heun {
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+impl LadderSampler for Heun {
+    fn ladder(&self) -> &SigmaLadder {
+        &self.ladder
     }
 
-    fn sigmas(&self) -> Option<&[f64]> {
-        Some(&self.sigmas_f64)
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor> {
-        let sigma = sample_sigma(&self.sigmas, index)?;
-        div(sample, (sigma * sigma + 1.0).sqrt())
-    }
-
-    fn step(
-        &mut self,
-        model_output: &Tensor,
-        index: usize,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
+    fn ladder_step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
         let model_output = to_f32(model_output)?;
         let x = to_f32(sample)?;
         let first_order = self.pending.is_none();
         let (sigma, sigma_next) = if first_order {
-            (sample_sigma(&self.sigmas, index)?, sample_sigma(&self.sigmas, index + 1)?)
+            (self.ladder.sigma(index)?, self.ladder.sigma(index + 1)?)
         } else {
             let previous =
                 index.checked_sub(1).ok_or_else(|| candle_core::Error::Msg("Heun corrector at index 0".into()))?;
-            (sample_sigma(&self.sigmas, previous)?, sample_sigma(&self.sigmas, index)?)
+            (self.ladder.sigma(previous)?, self.ladder.sigma(index)?)
         };
         let sigma_hat = sigma * (0.0 + 1.0);
         // The predictor evaluates the model at sigma_hat, the corrector at sigma_next.
@@ -150,12 +119,7 @@ impl Sampler for Heun {
         prev.to_dtype(sample.dtype())
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, index: usize) -> Result<Tensor> {
-        let sigma = sample_sigma(&self.sigmas, index)?;
-        original + mul(noise, sigma)?
-    }
-
-    fn order(&self) -> usize {
+    fn calls_per_step(&self) -> usize {
         2
     }
 }

@@ -4,15 +4,15 @@
 
 use candle_core::{Result, Tensor};
 
-use super::discrete_sigmas::{self, DiscreteSigmaOptions, KarrasBounds};
+use super::discrete_sigmas::KarrasBounds;
 use super::error::SamplerError;
 use super::prediction::x0_from_sigma;
 use super::scheduler_config::{
     BetaSchedule, FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing,
 };
 use super::tensor_ops::{div, mul, to_f32};
-use super::training_schedule::{self, ClassDefaults, TrainingSchedule, ZeroSnr, COMMON_BETA_SCHEDULES};
-use super::{sample_sigma, Sampler};
+use super::sigma_ladder::{class_schedule, LadderOptions, LadderSampler, SigmaLadder};
+use super::training_schedule::{self, ClassDefaults, ZeroSnr, COMMON_BETA_SCHEDULES};
 use crate::backend::rng::NoiseSource;
 
 pub(super) const DEFAULTS: ClassDefaults = ClassDefaults {
@@ -29,10 +29,7 @@ pub(super) const DEFAULTS: ClassDefaults = ClassDefaults {
 const MAX_ORDER: usize = 4;
 
 pub struct Lms {
-    timesteps: Vec<f64>,
-    sigmas: Vec<f32>,
-    sigmas_f64: Vec<f64>,
-    init_noise_sigma: f64,
+    ladder: SigmaLadder,
     prediction: PredictionType,
     /// The most recent derivatives, oldest first (at most `MAX_ORDER`).
     derivatives: Vec<Tensor>,
@@ -40,24 +37,15 @@ pub struct Lms {
 
 impl Lms {
     pub fn new(config: &SchedulerConfig, steps: usize) -> std::result::Result<Self, SamplerError> {
-        let training = TrainingSchedule::from_config(config, &DEFAULTS)?;
-        training_schedule::check_steps(steps, &training)?;
-        let spacing = training_schedule::spacing(config, &DEFAULTS);
-        let options = DiscreteSigmaOptions {
-            spacing,
-            steps_offset: training_schedule::steps_offset(config),
-            sigma_spacing: discrete_sigmas::sigma_spacing_from_config(config, DEFAULTS.sampler)?,
+        let choices = LadderOptions {
             // LMS's own `_convert_to_karras` ignores config sigma_min/sigma_max.
             karras_bounds: KarrasBounds::Schedule,
             interpolation: InterpolationType::Linear,
             final_sigma: FinalSigmasType::Zero,
         };
-        let schedule = discrete_sigmas::discrete_sigmas(&training, config, steps, &options);
+        let (schedule, spacing) = class_schedule(config, &DEFAULTS, steps, choices)?;
         Ok(Lms {
-            timesteps: schedule.timesteps,
-            init_noise_sigma: discrete_sigmas::init_noise_sigma(&schedule.sigmas, spacing),
-            sigmas_f64: schedule.sigmas.iter().map(|&s| s as f64).collect(),
-            sigmas: schedule.sigmas,
+            ladder: SigmaLadder::new(schedule.timesteps, schedule.sigmas, spacing),
             prediction: training_schedule::prediction_type(config),
             derivatives: Vec::with_capacity(MAX_ORDER),
         })
@@ -67,7 +55,7 @@ impl Lms {
     /// polynomial of degree < 4, so 4-point Gauss-Legendre quadrature is exact (diffusers uses
     /// scipy's adaptive `quad`, which is exact for it as well).
     fn coefficient(&self, order: usize, index: usize, current: usize) -> Result<f64> {
-        let sigma = |i: usize| -> Result<f64> { Ok(sample_sigma(&self.sigmas, i)? as f64) };
+        let sigma = |i: usize| -> Result<f64> { Ok(f64::from(self.ladder.sigma(i)?)) };
         let basis = |tau: f64| -> Result<f64> {
             let mut product = 1.0;
             for k in (0..order).filter(|&k| k != current) {
@@ -87,32 +75,13 @@ impl Lms {
     }
 }
 
-impl Sampler for Lms {
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+impl LadderSampler for Lms {
+    fn ladder(&self) -> &SigmaLadder {
+        &self.ladder
     }
 
-    fn sigmas(&self) -> Option<&[f64]> {
-        Some(&self.sigmas_f64)
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor> {
-        let sigma = sample_sigma(&self.sigmas, index)?;
-        div(sample, (sigma * sigma + 1.0).sqrt())
-    }
-
-    fn step(
-        &mut self,
-        model_output: &Tensor,
-        index: usize,
-        sample: &Tensor,
-        _noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
-        let sigma = sample_sigma(&self.sigmas, index)?;
+    fn ladder_step(&mut self, model_output: &Tensor, index: usize, sample: &Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
+        let sigma = self.ladder.sigma(index)?;
         let model_output = to_f32(model_output)?;
         let x = to_f32(sample)?;
         let x0 = x0_from_sigma(self.prediction, &model_output, &x, sigma)?;
@@ -139,10 +108,5 @@ impl Sampler for Lms {
             None => x,
         };
         prev.to_dtype(sample.dtype())
-    }
-
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, index: usize) -> Result<Tensor> {
-        let sigma = sample_sigma(&self.sigmas, index)?;
-        original + mul(noise, sigma)?
     }
 }

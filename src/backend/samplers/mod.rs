@@ -21,6 +21,7 @@ mod numpy_compat;
 mod prediction;
 pub mod scheduler_config;
 pub mod sigma_schedules;
+mod sigma_ladder;
 mod tensor_ops;
 mod training_schedule;
 mod unipc;
@@ -62,11 +63,17 @@ pub trait Sampler: Send {
         None
     }
 
-    /// Standard deviation of the initial noise (txt2img latents = randn * this).
-    fn init_noise_sigma(&self) -> f64;
+    /// Standard deviation of the initial noise (txt2img latents = randn * this); 1 for the
+    /// variance-preserving samplers (DDIM, DDPM, LCM, DPM-Solver, UniPC).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
 
-    /// Scale the UNet input at loop index `index` (identity for DDIM-type samplers).
-    fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor>;
+    /// Scale the UNet input at loop index `index`; the variance-preserving samplers feed the
+    /// sample as it is.
+    fn scale_model_input(&self, sample: &Tensor, _index: usize) -> Result<Tensor> {
+        Ok(sample.clone())
+    }
 
     /// One update at loop index `index`, from the (guided) model output. Stochastic samplers
     /// draw their noise from `noise`, in the order diffusers draws it.
