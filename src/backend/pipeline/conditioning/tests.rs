@@ -10,7 +10,7 @@ fn load(name: &str) -> SdModel {
 }
 
 fn pair<'a>(prompt: &'a str, negative_prompt: &'a str, steps: usize) -> PromptPair<'a> {
-    PromptPair { prompt, negative_prompt, clip_skip: 1, guidance_scale: 7.5, width: 64, height: 64, steps }
+    PromptPair { prompt, negative_prompt, clip_skip: 1, guidance_scale: 7.5, width: 64, height: 64, steps, embeddings: &[] }
 }
 
 fn assert_identical(label: &str, actual: &Tensor, expected: &Tensor) {
@@ -106,7 +106,7 @@ fn sdxl_long_prompts_keep_zero_uncond_and_first_chunk_pooling() {
     assert_eq!(sdxl.text_embeds.dims(), &[2, 32]);
     assert_eq!(sdxl.time_ids.dims(), &[2, 6]);
     let first_chunk = crate::backend::prompt::weighted::encode_texts(
-        &weighted_encoders(&model, 1),
+        &weighted_encoders(&model, 1, &[]),
         &["a photo of a cat, ".repeat(20).as_str()],
     )
     .unwrap();
