@@ -108,6 +108,11 @@ impl ModelLibrary {
         &self.root
     }
 
+    /// Whether requests may name absolute paths outside the folder (the operator's choice).
+    pub fn allows_external_paths(&self) -> bool {
+        self.options.allow_external_paths
+    }
+
     /// Rescan every folder (A1111's `refresh-checkpoints`, `refresh-loras`, `refresh-vae`,
     /// `refresh-embeddings` all land here). Unchanged files keep their hashes and titles.
     pub fn refresh(&self) -> Result<(), LibraryError> {
