@@ -61,8 +61,11 @@ pub struct PromptPair<'a> {
     /// The prompt with extra-network tags already removed (`prompt::lora_tags`).
     pub prompt: &'a str,
     pub negative_prompt: &'a str,
-    /// A1111 clip skip (1 = last layer). SD 1.x/2.x only; SDXL always uses the penultimate layer.
+    /// A1111 clip skip (1 = last layer). SD 1.x/2.x; SDXL only with `sdxl_clip_l_skip`.
     pub clip_skip: u32,
+    /// A1111's `sdxl_clip_l_skip`: SDXL's CLIP-L reads the layer `clip_skip` selects (not
+    /// normalised) instead of the penultimate one. OpenCLIP-G stays on its penultimate layer.
+    pub sdxl_clip_l_skip: bool,
     pub guidance_scale: f64,
     /// Image size, for SDXL's `add_time_ids`.
     pub width: u32,
@@ -76,7 +79,7 @@ pub struct PromptPair<'a> {
 
 pub fn encode_prompts(model: &SdModel, p: &PromptPair<'_>) -> Result<TextConditioning> {
     let guided = p.guidance_scale > 1.0;
-    let encoders = weighted_encoders(model, p.clip_skip, p.embeddings);
+    let encoders = weighted_encoders(model, p, p.embeddings);
     let mut cond = ScheduledEncoding::encode(&encoders, p.prompt, p.steps)?;
     let mut uncond = if !guided {
         None
@@ -127,15 +130,18 @@ pub fn encode_prompts(model: &SdModel, p: &PromptPair<'_>) -> Result<TextConditi
 
 fn weighted_encoders<'a>(
     model: &'a SdModel,
-    clip_skip: u32,
+    p: &PromptPair<'_>,
     embeddings: &'a [Arc<TextualInversion>],
 ) -> Vec<WeightedEncoder<'a>> {
+    let clip_skip = p.clip_skip.max(1) as usize;
     match (model.family, &model.second) {
         (Family::Sdxl, Some(second)) => vec![
             WeightedEncoder {
                 tokenizer: &model.tokenizer,
                 encoder: &model.text_encoder,
-                layer: EncoderLayer::Penultimate,
+                // A1111's FrozenCLIPEmbedderForSDXLWithCustomWords: `hidden_states[-clip_skip]`
+                // with the option on, else its configured penultimate layer.
+                layer: if p.sdxl_clip_l_skip { EncoderLayer::Hidden(clip_skip) } else { EncoderLayer::Penultimate },
                 embeddings: EncoderEmbeddings::new(&model.tokenizer, embeddings, 0),
             },
             WeightedEncoder {
@@ -148,7 +154,7 @@ fn weighted_encoders<'a>(
         _ => vec![WeightedEncoder {
             tokenizer: &model.tokenizer,
             encoder: &model.text_encoder,
-            layer: EncoderLayer::ClipSkip(clip_skip.max(1) as usize),
+            layer: EncoderLayer::ClipSkip(clip_skip),
             embeddings: EncoderEmbeddings::new(&model.tokenizer, embeddings, 0),
         }],
     }

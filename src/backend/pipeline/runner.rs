@@ -323,6 +323,7 @@ impl JobRunner for SdRunner {
                 prompt: &extracted.prompt,
                 negative_prompt: &req.negative_prompt,
                 clip_skip: req.clip_skip,
+                sdxl_clip_l_skip: req.sdxl_clip_l_skip,
                 guidance_scale: req.cfg_scale,
                 width: req.width,
                 height: req.height,

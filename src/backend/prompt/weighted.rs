@@ -15,7 +15,7 @@ use super::chunking::{chunk_prompt_with_embeddings, empty_chunk, TokenChunk, CHU
 use super::embeddings::{EmbeddingTriggers, TextualInversion};
 use super::parser::parse_prompt_attention;
 use crate::backend::models::clip_text::{ClipTextModel, TokenOverride};
-use crate::backend::models::text_conditioning::{clip_skipped_state, penultimate};
+use crate::backend::models::text_conditioning::{clip_skipped_state, hidden_from_end, penultimate};
 use crate::backend::models::tokenizer::ClipTokenizer;
 
 /// Which hidden state of the encoder conditions the UNet.
@@ -26,6 +26,9 @@ pub enum EncoderLayer {
     ClipSkip(usize),
     /// SDXL: the penultimate layer, not normalised.
     Penultimate,
+    /// SDXL's CLIP-L under A1111's `sdxl_clip_l_skip`: `hidden_states[-k]`, not normalised
+    /// (1 = the last layer before the final LayerNorm, 2 = the penultimate layer, ...).
+    Hidden(usize),
 }
 
 /// Rows per text-encoder pass when several texts are encoded together.
@@ -131,6 +134,7 @@ impl WeightedEncoder<'_> {
                 selected.push(match self.layer {
                     EncoderLayer::ClipSkip(skip) => clip_skipped_state(self.encoder, output, skip)?,
                     EncoderLayer::Penultimate => penultimate(&output.hidden_states)?,
+                    EncoderLayer::Hidden(from_end) => hidden_from_end(&output.hidden_states, from_end)?,
                 });
             }
             let hidden = if selected.len() == 1 {

@@ -31,7 +31,7 @@ fn inversion(name: &str, per_encoder: Vec<Tensor>) -> Arc<TextualInversion> {
 }
 
 fn pair<'a>(prompt: &'a str, negative_prompt: &'a str, embeddings: &'a [Arc<TextualInversion>]) -> PromptPair<'a> {
-    PromptPair { prompt, negative_prompt, clip_skip: 1, guidance_scale: 7.5, width: 64, height: 64, steps: 10, embeddings }
+    PromptPair { prompt, negative_prompt, clip_skip: 1, guidance_scale: 7.5, width: 64, height: 64, steps: 10, embeddings, sdxl_clip_l_skip: false }
 }
 
 /// The ids of `before` + `count` placeholders + `after`, wrapped and padded as one chunk.
