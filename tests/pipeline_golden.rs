@@ -76,7 +76,7 @@ fn run_case(case: &Case) {
     let steps = new_sampler(&req, &model).expect("sampler").timesteps().len();
     let cond = encode_prompts(
         &model,
-        &PromptPair { prompt: &req.prompt, negative_prompt: &req.negative_prompt, clip_skip: 1, guidance_scale: req.cfg_scale, width: 64, height: 64, steps },
+        &PromptPair { prompt: &req.prompt, negative_prompt: &req.negative_prompt, clip_skip: 1, guidance_scale: req.cfg_scale, width: 64, height: 64, steps, ..Default::default() },
     )
     .expect("conditioning");
     let latents = generate_latents(&model, &req, &inputs, &cond, 42, &mut |_, _, _| true).expect("generation");

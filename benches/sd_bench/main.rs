@@ -161,7 +161,7 @@ fn main() -> Result<()> {
 }
 
 fn prompt_pair(width: u32, height: u32) -> PromptPair<'static> {
-    PromptPair { prompt: PROMPT, negative_prompt: NEGATIVE, clip_skip: 1, guidance_scale: GUIDANCE, width, height, steps: 1 }
+    PromptPair { prompt: PROMPT, negative_prompt: NEGATIVE, clip_skip: 1, guidance_scale: GUIDANCE, width, height, steps: 1, ..Default::default() }
 }
 
 fn seeded_noise(dims: &[usize], seed: u64) -> Result<Tensor> {

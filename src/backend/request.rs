@@ -244,7 +244,12 @@ pub struct GenerationRequest {
     pub schedule: ScheduleKind,
     pub rng: RngKind,
     /// A1111 `CLIP_stop_at_last_layers`: 1 = last layer (no skip), 2 = penultimate, ...
+    /// SDXL ignores it unless `sdxl_clip_l_skip` is set, as in A1111.
     pub clip_skip: u32,
+    /// A1111's `sdxl_clip_l_skip` ("Clip skip SDXL"): SDXL's first text encoder (CLIP-L) reads
+    /// the layer `clip_skip` selects, un-normalised, instead of its fixed penultimate layer.
+    /// The second encoder (OpenCLIP-G) always uses its penultimate layer.
+    pub sdxl_clip_l_skip: bool,
     pub init_image: Option<InitImage>,
     pub mask: Option<MaskSpec>,
     pub output_format: OutputFormat,
@@ -270,6 +275,7 @@ impl GenerationRequest {
             schedule: ScheduleKind::Automatic,
             rng: RngKind::TorchCpu,
             clip_skip: 1,
+            sdxl_clip_l_skip: false,
             init_image: None,
             mask: None,
             output_format: OutputFormat::Png,

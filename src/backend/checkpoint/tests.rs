@@ -79,7 +79,7 @@ fn latents(model: &SdModel, steps: u32) -> Tensor {
     (req.width, req.height, req.steps, req.cfg_scale) = (64, 64, steps, 7.5);
     (req.sampler, req.rng) = (SamplerKind::Euler, RngKind::TorchCpu);
     let inputs = prepare_inputs(&req).unwrap();
-    let pair = PromptPair { prompt: &req.prompt, negative_prompt: &req.negative_prompt, clip_skip: 1, guidance_scale: 7.5, width: 64, height: 64, steps: steps as usize };
+    let pair = PromptPair { prompt: &req.prompt, negative_prompt: &req.negative_prompt, clip_skip: 1, guidance_scale: 7.5, width: 64, height: 64, steps: steps as usize, ..Default::default() };
     let cond = encode_prompts(model, &pair).unwrap();
     generate_latents(model, &req, &inputs, &cond, 42, &mut |_, _, _| true).unwrap()
 }

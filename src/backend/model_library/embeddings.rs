@@ -1,6 +1,7 @@
 //! Textual-inversion embeddings from the embeddings folder, read as A1111 reads them from a
 //! `.safetensors` file: `emb_params` (SD 1/2), `clip_l` + `clip_g` (SDXL), a converted
-//! `string_to_param.*`, or a file holding a single 2-D tensor. Each is `[vectors, width]`.
+//! `string_to_param.*`, or a file holding a single tensor (diffusers' `{"<token>": ...}`). Each
+//! is `[vectors, width]`, or `[width]` for one vector.
 //! A1111's `.pt` embeddings are pickles and are never listed.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +21,8 @@ pub struct Embedding {
     /// By text encoder: `clip_l` (SD 1 CLIP-L, SDXL's first encoder), `clip_g` (SDXL's second),
     /// or `emb_params` (whatever single encoder the model has).
     pub vectors: BTreeMap<String, Tensor>,
-    /// A1111's `TI hashes` value: the first 12 hex digits of the file's sha256.
+    /// A1111's `TI hashes` value: the first 12 hex digits of the file's sha256 (A1111's
+    /// `Embedding.shorthash` is `hash[0:12]`).
     pub hash: String,
 }
 
@@ -45,7 +47,7 @@ fn vector_keys(shapes: &[(String, Vec<usize>)]) -> Vec<(String, String)> {
         if let Some((name, _)) = shapes.iter().find(|(k, _)| k.starts_with("string_to_param.")) {
             keys.push(("emb_params".to_string(), name.clone()));
         } else if let [(name, shape)] = shapes {
-            if shape.len() == 2 {
+            if matches!(shape.len(), 1 | 2) {
                 keys.push(("emb_params".to_string(), name.clone()));
             }
         }
@@ -63,17 +65,26 @@ pub fn entry(found: &Found) -> Option<EmbeddingEntry> {
     let name = found.path.file_stem()?.to_string_lossy().into_owned();
     let shapes = shapes_of(found)?;
     let keys = vector_keys(&shapes);
-    let dims: Vec<&Vec<usize>> = keys.iter().filter_map(|(_, n)| shapes.iter().find(|(k, _)| k == n).map(|(_, s)| s)).collect();
-    if dims.is_empty() || dims.iter().any(|d| d.len() != 2) {
+    // (vectors, width) of each tensor; a 1-D tensor is one vector.
+    let dims: Vec<Option<(usize, usize)>> = keys
+        .iter()
+        .filter_map(|(_, n)| shapes.iter().find(|(k, _)| k == n).map(|(_, s)| s))
+        .map(|shape| match shape.as_slice() {
+            [width] => Some((1, *width)),
+            [vectors, width] => Some((*vectors, *width)),
+            _ => None,
+        })
+        .collect();
+    let Some(dims) = dims.into_iter().collect::<Option<Vec<_>>>().filter(|d| !d.is_empty()) else {
         tracing::warn!(path = %found.path.display(), "skipped: not a textual-inversion embedding (no emb_params / clip_l / clip_g)");
         return None;
-    }
+    };
     Some(EmbeddingEntry {
         name,
         relpath: found.relpath.clone(),
         path: found.path.clone(),
-        vectors: dims[0][0],
-        shape: dims.iter().map(|d| d[1]).sum(),
+        vectors: dims[0].0,
+        shape: dims.iter().map(|d| d.1).sum(),
         keys: keys.into_iter().map(|(k, _)| k).collect(),
     })
 }

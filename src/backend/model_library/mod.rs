@@ -64,6 +64,17 @@ struct Listing {
     loras: Vec<LoraEntry>,
     vaes: Vec<VaeEntry>,
     embeddings: Vec<EmbeddingEntry>,
+    /// Embedding files that are pickles (`.pt`, `.bin`): found, never loaded.
+    pickle_embeddings: Vec<PickleEmbedding>,
+}
+
+/// A textual-inversion file in a pickle format: listed so that a prompt naming it can be told
+/// it was refused, never opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PickleEmbedding {
+    /// File stem, the word a prompt would use.
+    pub name: String,
+    pub path: PathBuf,
 }
 
 pub struct ModelLibrary {
@@ -97,6 +108,11 @@ impl ModelLibrary {
         &self.root
     }
 
+    /// Whether requests may name absolute paths outside the folder (the operator's choice).
+    pub fn allows_external_paths(&self) -> bool {
+        self.options.allow_external_paths
+    }
+
     /// Rescan every folder (A1111's `refresh-checkpoints`, `refresh-loras`, `refresh-vae`,
     /// `refresh-embeddings` all land here). Unchanged files keep their hashes and titles.
     pub fn refresh(&self) -> Result<(), LibraryError> {
@@ -127,12 +143,13 @@ impl ModelLibrary {
                 path: found.path,
             })
             .collect();
-        let embeddings = walker
-            .find(&self.root.join(EMBEDDINGS_DIR), false, true, &[])
+        let (embedding_files, pickle_files) = walker.find_with_pickles(&self.root.join(EMBEDDINGS_DIR), false, true, &[]);
+        let embeddings = embedding_files.iter().filter_map(embeddings::entry).collect();
+        let pickle_embeddings = pickle_files
             .into_iter()
-            .filter_map(|found| embeddings::entry(&found))
+            .filter_map(|found| Some(PickleEmbedding { name: found.path.file_stem()?.to_string_lossy().into_owned(), path: found.path }))
             .collect();
-        let listing = Listing { checkpoints, loras, vaes, embeddings };
+        let listing = Listing { checkpoints, loras, vaes, embeddings, pickle_embeddings };
         tracing::info!(
             root = %self.root.display(),
             checkpoints = listing.checkpoints.len(),
@@ -165,6 +182,11 @@ impl ModelLibrary {
 
     pub fn embeddings(&self) -> Vec<EmbeddingEntry> {
         self.read().embeddings.clone()
+    }
+
+    /// Embedding files refused because they are pickles.
+    pub fn pickle_embeddings(&self) -> Vec<PickleEmbedding> {
+        self.read().pickle_embeddings.clone()
     }
 
     /// A checkpoint by any A1111 alias (see [`resolve::find_checkpoint`]); an absolute path

@@ -33,6 +33,13 @@ pub struct Found {
     pub is_diffusers_folder: bool,
 }
 
+impl Found {
+    /// Empty (listed, pickles) lists.
+    fn lists() -> (Vec<Found>, Vec<Found>) {
+        (Vec::new(), Vec::new())
+    }
+}
+
 /// The walker's view of the root, canonicalised once.
 pub struct Walker {
     root: PathBuf,
@@ -56,18 +63,25 @@ impl Walker {
     /// `.safetensors` files (and, with `folders`, diffusers folders) under `dir`, recursively,
     /// sorted by relative path. `skip_top` names subfolders of `dir` not to enter.
     pub fn find(&self, dir: &Path, folders: bool, recursive: bool, skip_top: &[&str]) -> Vec<Found> {
-        let mut out = Vec::new();
+        self.find_with_pickles(dir, folders, recursive, skip_top).0
+    }
+
+    /// [`Self::find`], plus the pickle files it skipped (so that a prompt naming one can be told
+    /// why nothing happened).
+    pub fn find_with_pickles(&self, dir: &Path, folders: bool, recursive: bool, skip_top: &[&str]) -> (Vec<Found>, Vec<Found>) {
+        let mut out = Found::lists();
         if self.contains(dir).filter(|d| d.is_dir()).is_none() {
             return out;
         }
         let mut visited = HashSet::new();
         self.walk(dir, dir, folders, recursive, skip_top, &mut visited, &mut out);
-        out.sort_by(|a, b| a.relpath.cmp(&b.relpath));
+        out.0.sort_by(|a, b| a.relpath.cmp(&b.relpath));
+        out.1.sort_by(|a, b| a.relpath.cmp(&b.relpath));
         out
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn walk(&self, base: &Path, dir: &Path, folders: bool, recursive: bool, skip_top: &[&str], visited: &mut HashSet<PathBuf>, out: &mut Vec<Found>) {
+    fn walk(&self, base: &Path, dir: &Path, folders: bool, recursive: bool, skip_top: &[&str], visited: &mut HashSet<PathBuf>, out: &mut (Vec<Found>, Vec<Found>)) {
         // Visited by canonical path: a symlink loop inside the root is entered once.
         let Ok(canonical) = dir.canonicalize() else { return };
         if !visited.insert(canonical) {
@@ -91,7 +105,7 @@ impl Walker {
                     continue;
                 }
                 if folders && canonical.join("model_index.json").is_file() {
-                    out.push(Found { path: canonical, relpath, is_diffusers_folder: true });
+                    out.0.push(Found { path: canonical, relpath, is_diffusers_folder: true });
                 } else if recursive {
                     self.walk(base, &path, folders, recursive, skip_top, visited, out);
                 }
@@ -99,9 +113,10 @@ impl Walker {
             }
             let extension = canonical.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
             if extension == "safetensors" {
-                out.push(Found { path: canonical, relpath, is_diffusers_folder: false });
+                out.0.push(Found { path: canonical, relpath, is_diffusers_folder: false });
             } else if PICKLE_EXTENSIONS.contains(&extension.as_str()) {
                 tracing::warn!(path = %path.display(), "skipped: pickle files are not loaded (convert to .safetensors)");
+                out.1.push(Found { path: canonical, relpath, is_diffusers_folder: false });
             }
         }
     }

@@ -50,12 +50,6 @@ impl Embeddings {
             )?,
         })
     }
-
-    fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
-        let seq_len = input_ids.dim(1)?;
-        let positions = self.position.embeddings().narrow(0, 0, seq_len)?;
-        self.token.forward(input_ids)?.broadcast_add(&positions)
-    }
 }
 
 #[derive(Debug)]
@@ -276,16 +270,47 @@ impl ClipTextModel {
     /// Runs the encoder on `input_ids` `[B, T]` (u32, or any integer dtype), `T` at most
     /// `max_position_embeddings`. Padding is not masked, only the future (as in CLIP).
     pub fn forward(&self, input_ids: &Tensor) -> Result<ClipTextOutput> {
+        self.forward_with_overrides(input_ids, &[])
+    }
+
+    /// [`Self::forward`] with some token embeddings replaced before the position embeddings are
+    /// added: how textual-inversion vectors enter the encoder (A1111's `EmbeddingsWithFixes`).
+    pub fn forward_with_overrides(
+        &self,
+        input_ids: &Tensor,
+        overrides: &[TokenOverride<'_>],
+    ) -> Result<ClipTextOutput> {
+        let input_ids = self.checked_ids(input_ids)?;
+        let token_embeds = self.token_embeddings(&input_ids)?;
+        let token_embeds = replace_token_embeddings(&token_embeds, overrides)?;
+        self.forward_token_embeddings(&token_embeds, &input_ids)
+    }
+
+    /// The token-embedding table looked up for `input_ids` `[B, T]`: `[B, T, hidden]`, before
+    /// position embeddings.
+    pub fn token_embeddings(&self, input_ids: &Tensor) -> Result<Tensor> {
         let input_ids = input_ids.to_dtype(DType::U32)?.to_device(&self.device)?;
-        let (_, seq_len) = input_ids.dims2()?;
-        if seq_len == 0 || seq_len > self.config.max_position_embeddings {
+        self.embeddings.token.forward(&input_ids)
+    }
+
+    /// Runs the encoder from token embeddings `[B, T, hidden]` (position embeddings are added
+    /// here). `input_ids` `[B, T]` only locate each row's end-of-text token for the pooled output.
+    pub fn forward_token_embeddings(
+        &self,
+        token_embeds: &Tensor,
+        input_ids: &Tensor,
+    ) -> Result<ClipTextOutput> {
+        let input_ids = self.checked_ids(input_ids)?;
+        let (batch, seq_len) = input_ids.dims2()?;
+        let (embed_batch, embed_len, _) = token_embeds.dims3()?;
+        if (embed_batch, embed_len) != (batch, seq_len) {
             candle_core::bail!(
-                "sequence length {seq_len} outside 1..={}",
-                self.config.max_position_embeddings
+                "token embeddings [{embed_batch}, {embed_len}, _] do not match ids [{batch}, {seq_len}]"
             );
         }
         let causal_mask = causal_mask(seq_len, &self.device)?;
-        let mut hidden = self.embeddings.forward(&input_ids)?;
+        let positions = self.embeddings.position.embeddings().narrow(0, 0, seq_len)?;
+        let mut hidden = token_embeds.to_device(&self.device)?.broadcast_add(&positions)?;
         let mut hidden_states = Vec::with_capacity(self.layers.len() + 1);
         hidden_states.push(hidden.clone());
         for layer in &self.layers {
@@ -299,6 +324,19 @@ impl ClipTextModel {
             hidden_states,
             pooled,
         })
+    }
+
+    /// `input_ids` as u32 on the model's device, with a length the position table covers.
+    fn checked_ids(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let input_ids = input_ids.to_dtype(DType::U32)?.to_device(&self.device)?;
+        let (_, seq_len) = input_ids.dims2()?;
+        if seq_len == 0 || seq_len > self.config.max_position_embeddings {
+            candle_core::bail!(
+                "sequence length {seq_len} outside 1..={}",
+                self.config.max_position_embeddings
+            );
+        }
+        Ok(input_ids)
     }
 
     /// The state at each row's end-of-text token, found as `argmax(input_ids)` (first
@@ -317,6 +355,56 @@ impl ClipTextModel {
             None => Ok(pooled),
         }
     }
+}
+
+/// Vectors that take the place of token embeddings in one row of a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenOverride<'a> {
+    pub row: usize,
+    /// First position replaced (the BOS token is position 0).
+    pub position: usize,
+    /// `[n, hidden]`: positions `position..position + n` get these rows (cut at the sequence end,
+    /// as A1111 does).
+    pub vectors: &'a Tensor,
+}
+
+/// `token_embeds` `[B, T, C]` with each override's rows spliced in.
+fn replace_token_embeddings(token_embeds: &Tensor, overrides: &[TokenOverride<'_>]) -> Result<Tensor> {
+    if overrides.is_empty() {
+        return Ok(token_embeds.clone());
+    }
+    let (batch, seq_len, hidden) = token_embeds.dims3()?;
+    let mut rows = Vec::with_capacity(batch);
+    for row in 0..batch {
+        let mut embeds = token_embeds.get(row)?;
+        for fix in overrides.iter().filter(|fix| fix.row == row) {
+            let (count, width) = fix.vectors.dims2()?;
+            if width != hidden {
+                candle_core::bail!("override vectors are {width} wide, the encoder takes {hidden}");
+            }
+            if fix.position >= seq_len {
+                candle_core::bail!("override at position {} of a {seq_len}-token sequence", fix.position);
+            }
+            let count = count.min(seq_len - fix.position);
+            let vectors = fix
+                .vectors
+                .narrow(0, 0, count)?
+                .to_dtype(embeds.dtype())?
+                .to_device(embeds.device())?;
+            let after = fix.position + count;
+            let mut pieces = Vec::with_capacity(3);
+            if fix.position > 0 {
+                pieces.push(embeds.narrow(0, 0, fix.position)?);
+            }
+            pieces.push(vectors);
+            if after < seq_len {
+                pieces.push(embeds.narrow(0, after, seq_len - after)?);
+            }
+            embeds = Tensor::cat(&pieces, 0)?;
+        }
+        rows.push(embeds);
+    }
+    Tensor::stack(&rows, 0)
 }
 
 fn first_argmax(ids: &[u32]) -> usize {

@@ -130,6 +130,15 @@ pub fn penultimate(hidden_states: &[Tensor]) -> Result<Tensor> {
     }
 }
 
+/// `hidden_states[-from_end]` (HF order: `[0]` embeddings, `[k]` layer k, none normalised):
+/// what A1111 reads from SDXL's CLIP-L when `sdxl_clip_l_skip` is on.
+pub fn hidden_from_end(hidden_states: &[Tensor], from_end: usize) -> Result<Tensor> {
+    if from_end == 0 || from_end > hidden_states.len() {
+        candle_core::bail!("layer -{from_end} of a text encoder with {} hidden states", hidden_states.len());
+    }
+    Ok(hidden_states[hidden_states.len() - from_end].clone())
+}
+
 /// `force_zeros_for_empty_prompt` from a pipeline's `model_index.json`; diffusers' SDXL
 /// pipeline defaults it to true when the file does not say.
 pub fn force_zeros_for_empty_prompt(pipeline_dir: &Path) -> std::result::Result<bool, ModelError> {

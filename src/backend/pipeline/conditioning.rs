@@ -6,13 +6,16 @@
 //! during sampling, so the result is a short list of stages that the denoise loop looks up by
 //! step. A plain prompt of at most 75 tokens gives exactly diffusers' embeddings.
 
+use std::sync::Arc;
+
 use candle_core::{Result, Tensor};
 
 use super::model::{Family, SdModel};
 use crate::backend::models::unet::SdxlConditioning;
+use crate::backend::prompt::embeddings::TextualInversion;
 use crate::backend::prompt::schedule::{align_schedules, prompt_schedule};
 use crate::backend::prompt::weighted::{
-    encode_texts, pad_with_empty_chunks, EncodedText, EncoderLayer, WeightedEncoder,
+    encode_texts, pad_with_empty_chunks, EncodedText, EncoderEmbeddings, EncoderLayer, WeightedEncoder,
 };
 
 /// What the UNet reads besides the latents and the timestep, for some stretch of steps.
@@ -30,6 +33,9 @@ pub struct TextConditioning {
     schedule: Vec<(usize, usize)>,
     /// Classifier-free guidance is on (guidance scale > 1, as diffusers decides).
     pub guided: bool,
+    /// Indices into [`PromptPair::embeddings`] of the embeddings the prompts used: the
+    /// prompt's first, then the negative prompt's (each once, in order of first use).
+    pub used_embeddings: Vec<usize>,
 }
 
 impl TextConditioning {
@@ -50,12 +56,16 @@ impl TextConditioning {
 }
 
 /// What to condition on for one image.
+#[derive(Default)]
 pub struct PromptPair<'a> {
     /// The prompt with extra-network tags already removed (`prompt::lora_tags`).
     pub prompt: &'a str,
     pub negative_prompt: &'a str,
-    /// A1111 clip skip (1 = last layer). SD 1.x/2.x only; SDXL always uses the penultimate layer.
+    /// A1111 clip skip (1 = last layer). SD 1.x/2.x; SDXL only with `sdxl_clip_l_skip`.
     pub clip_skip: u32,
+    /// A1111's `sdxl_clip_l_skip`: SDXL's CLIP-L reads the layer `clip_skip` selects (not
+    /// normalised) instead of the penultimate one. OpenCLIP-G stays on its penultimate layer.
+    pub sdxl_clip_l_skip: bool,
     pub guidance_scale: f64,
     /// Image size, for SDXL's `add_time_ids`.
     pub width: u32,
@@ -63,11 +73,13 @@ pub struct PromptPair<'a> {
     /// Denoiser calls that prompt-editing steps refer to: the sampler's full timestep count
     /// (A1111 counts img2img edits against the full schedule too).
     pub steps: usize,
+    /// Textual-inversion embeddings the prompts may name, fitted to this model.
+    pub embeddings: &'a [Arc<TextualInversion>],
 }
 
 pub fn encode_prompts(model: &SdModel, p: &PromptPair<'_>) -> Result<TextConditioning> {
     let guided = p.guidance_scale > 1.0;
-    let encoders = weighted_encoders(model, p.clip_skip);
+    let encoders = weighted_encoders(model, p, p.embeddings);
     let mut cond = ScheduledEncoding::encode(&encoders, p.prompt, p.steps)?;
     let mut uncond = if !guided {
         None
@@ -107,19 +119,43 @@ pub fn encode_prompts(model: &SdModel, p: &PromptPair<'_>) -> Result<TextConditi
             step_conditioning(model, p, uncond_text, &cond.texts[*cond_text])
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(TextConditioning { stages, schedule, guided })
+    let mut used_embeddings = cond.used_embeddings();
+    for index in uncond.as_ref().map(ScheduledEncoding::used_embeddings).unwrap_or_default() {
+        if !used_embeddings.contains(&index) {
+            used_embeddings.push(index);
+        }
+    }
+    Ok(TextConditioning { stages, schedule, guided, used_embeddings })
 }
 
-fn weighted_encoders<'a>(model: &'a SdModel, clip_skip: u32) -> Vec<WeightedEncoder<'a>> {
+fn weighted_encoders<'a>(
+    model: &'a SdModel,
+    p: &PromptPair<'_>,
+    embeddings: &'a [Arc<TextualInversion>],
+) -> Vec<WeightedEncoder<'a>> {
+    let clip_skip = p.clip_skip.max(1) as usize;
     match (model.family, &model.second) {
         (Family::Sdxl, Some(second)) => vec![
-            WeightedEncoder { tokenizer: &model.tokenizer, encoder: &model.text_encoder, layer: EncoderLayer::Penultimate },
-            WeightedEncoder { tokenizer: &second.tokenizer, encoder: &second.encoder, layer: EncoderLayer::Penultimate },
+            WeightedEncoder {
+                tokenizer: &model.tokenizer,
+                encoder: &model.text_encoder,
+                // A1111's FrozenCLIPEmbedderForSDXLWithCustomWords: `hidden_states[-clip_skip]`
+                // with the option on, else its configured penultimate layer.
+                layer: if p.sdxl_clip_l_skip { EncoderLayer::Hidden(clip_skip) } else { EncoderLayer::Penultimate },
+                embeddings: EncoderEmbeddings::new(&model.tokenizer, embeddings, 0),
+            },
+            WeightedEncoder {
+                tokenizer: &second.tokenizer,
+                encoder: &second.encoder,
+                layer: EncoderLayer::Penultimate,
+                embeddings: EncoderEmbeddings::new(&second.tokenizer, embeddings, 1),
+            },
         ],
         _ => vec![WeightedEncoder {
             tokenizer: &model.tokenizer,
             encoder: &model.text_encoder,
-            layer: EncoderLayer::ClipSkip(clip_skip.max(1) as usize),
+            layer: EncoderLayer::ClipSkip(clip_skip),
+            embeddings: EncoderEmbeddings::new(&model.tokenizer, embeddings, 0),
         }],
     }
 }
@@ -166,8 +202,23 @@ impl ScheduledEncoding {
         Ok(Self {
             ends: vec![steps],
             text_of_entry: vec![0],
-            texts: vec![EncodedText { hidden: first.hidden.zeros_like()?, pooled: first.pooled.zeros_like()? }],
+            texts: vec![EncodedText {
+                hidden: first.hidden.zeros_like()?,
+                pooled: first.pooled.zeros_like()?,
+                embeddings: Vec::new(),
+            }],
         })
+    }
+
+    /// The embeddings any of the texts used, each once, in order of first use.
+    fn used_embeddings(&self) -> Vec<usize> {
+        let mut used = Vec::new();
+        for index in self.texts.iter().flat_map(|text| &text.embeddings) {
+            if !used.contains(index) {
+                used.push(*index);
+            }
+        }
+        used
     }
 
     fn tokens(&self) -> Result<usize> {
@@ -224,3 +275,6 @@ fn step_conditioning(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod embedding_tests;

@@ -111,7 +111,9 @@ pub fn validate(req: &GenerationRequest, model: &SdModel) -> Result<(), RunError
         return Err(invalid("mask", "a mask needs an init image to inpaint".into()));
     }
     let layers = model.text_encoder.config().num_hidden_layers as u32;
-    if model.family == Family::Sd && req.clip_skip > layers {
+    // SDXL reads a fixed layer unless A1111's `sdxl_clip_l_skip` lets clip skip move CLIP-L's.
+    let skips = model.family == Family::Sd || req.sdxl_clip_l_skip;
+    if skips && req.clip_skip > layers {
         return Err(invalid("clip_skip", format!("must be at most {layers} for this text encoder")));
     }
     Ok(())

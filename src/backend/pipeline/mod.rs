@@ -5,6 +5,7 @@ pub mod conditioning;
 pub mod denoise;
 pub mod generate;
 pub mod image_tensor;
+pub mod job_embeddings;
 pub mod latents;
 pub mod loading;
 pub mod model;

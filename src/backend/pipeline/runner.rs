@@ -11,6 +11,7 @@ use candle_core::Tensor;
 use super::conditioning::{encode_prompts, PromptPair};
 use super::denoise::loop_len;
 use super::generate::{decode, generate_latents, internal, new_sampler, prepare_inputs, start_index, validate};
+use super::job_embeddings::job_embeddings;
 use super::loading::ModelLoader;
 use super::model::{Family, SdModel};
 use super::resident::{ResidentModel, ResidentModels, VaeOverride};
@@ -299,11 +300,9 @@ impl JobRunner for SdRunner {
         }));
         let req = &effective;
         let unsupported = unsupported_network_warnings(&extracted);
-        let prepared = self.prepare(req, ctx)?;
-        for warning in &prepared.warnings {
-            tracing::warn!(job = %ctx.id(), "{warning}");
-        }
-        let model = prepared.model.as_ref();
+        let mut prepared = self.prepare(req, ctx)?;
+        let model_handle = prepared.model.clone();
+        let model = model_handle.as_ref();
         validate(req, model)?;
         let inputs = prepare_inputs(req)?;
         let seed = req.seed.unwrap_or_else(random_seed);
@@ -311,6 +310,11 @@ impl JobRunner for SdRunner {
             let sampler = new_sampler(req, model)?;
             (loop_len(sampler.as_ref(), start_index(req, sampler.as_ref())), sampler.timesteps().len())
         };
+        let embeddings = job_embeddings(self.library.as_deref(), model, &[&extracted.prompt, &req.negative_prompt], schedule_steps);
+        prepared.warnings.extend(embeddings.warnings.iter().cloned());
+        for warning in &prepared.warnings {
+            tracing::warn!(job = %ctx.id(), "{warning}");
+        }
         let total = (per_image * req.num_images as usize) as u32;
         ctx.emit(JobEvent::Started { seed, total_steps: total });
         let cond = encode_prompts(
@@ -319,13 +323,18 @@ impl JobRunner for SdRunner {
                 prompt: &extracted.prompt,
                 negative_prompt: &req.negative_prompt,
                 clip_skip: req.clip_skip,
+                sdxl_clip_l_skip: req.sdxl_clip_l_skip,
                 guidance_scale: req.cfg_scale,
                 width: req.width,
                 height: req.height,
                 steps: schedule_steps,
+                embeddings: &embeddings.embeddings,
             },
         )
         .map_err(internal)?;
+        if let Some(hashes) = embeddings.hashes(&cond.used_embeddings) {
+            prepared.infotext_extra.push(("TI hashes".to_string(), hashes));
+        }
         ctx.check_cancelled()?;
         for index in 0..req.num_images {
             let image_seed = seed.wrapping_add(u64::from(index));

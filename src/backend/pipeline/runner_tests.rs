@@ -181,3 +181,34 @@ fn a_vae_override_swaps_only_the_vae() {
     assert!(run(&engine, automatic).unwrap().warnings.is_empty());
     engine.shutdown();
 }
+
+#[test]
+fn prompt_embeddings_are_applied_reported_and_refused_with_reasons() {
+    let tmp = tempfile::tempdir().unwrap();
+    models_dir(tmp.path());
+    let dir = tmp.path().join("embeddings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let vectors = |width: usize| (Tensor::arange(0f32, (2 * width) as f32, &Device::Cpu).unwrap().reshape((2, width)).unwrap() * 0.01).unwrap();
+    candle_core::safetensors::save(&[("emb_params".to_string(), vectors(32))].into(), dir.join("tiword.safetensors")).unwrap();
+    candle_core::safetensors::save(&[("emb_params".to_string(), vectors(768))].into(), dir.join("wide.safetensors")).unwrap();
+    std::fs::write(dir.join("oldword.pt"), b"not unpickled").unwrap();
+    let (engine, library) = engine(tmp.path(), 1);
+    let base = run(&engine, request()).unwrap();
+
+    let mut with_embedding = request();
+    with_embedding.prompt = "a photo of a cat, <tiword>".into();
+    with_embedding.negative_prompt = "wide, oldword".into();
+    let image = run(&engine, with_embedding).unwrap();
+    let hash = &library.lookup_embedding("tiword").unwrap().hash;
+    assert_eq!(hash.len(), 12);
+    assert!(image.infotext.contains(&format!("TI hashes: \"tiword: {hash}\"")), "{}", image.infotext);
+    assert_eq!(image.warnings.len(), 2, "{:?}", image.warnings);
+    assert!(image.warnings[0].contains("'wide'") && image.warnings[0].contains("768"), "{:?}", image.warnings);
+    assert!(image.warnings[1].contains("'oldword'") && image.warnings[1].contains("pickle"), "{:?}", image.warnings);
+    assert_ne!(image.bytes, base.bytes);
+    // Prompts that name no embedding are untouched.
+    let after = run(&engine, request()).unwrap();
+    assert_eq!(after.bytes, base.bytes);
+    assert!(after.warnings.is_empty() && !after.infotext.contains("TI hashes"));
+    engine.shutdown();
+}

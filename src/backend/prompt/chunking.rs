@@ -2,7 +2,10 @@
 //! sent to CLIP as `BOS + 75 + EOS` (77 positions) with a weight per position. A chunk that
 //! fills up while a comma sits within its last 20 tokens moves the text after that comma to the
 //! next chunk, so phrases are not cut in half; `BREAK` closes the current chunk early.
+//! A textual-inversion embedding named in a piece takes as many positions as it has vectors,
+//! all in one chunk (see `prompt::embeddings`).
 
+use super::embeddings::{EmbeddingTriggers, Trigger, PLACEHOLDER_ID};
 use super::parser::PromptPart;
 use crate::backend::models::tokenizer::ClipTokenizer;
 
@@ -20,6 +23,17 @@ pub struct TokenChunk {
     pub ids: Vec<u32>,
     /// Emphasis multiplier per position; BOS, EOS and padding are 1.0.
     pub weights: Vec<f32>,
+    /// Textual-inversion embeddings placed in this chunk, in order.
+    pub embeddings: Vec<EmbeddingSlot>,
+}
+
+/// Where an embedding's vectors go in a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingSlot {
+    /// Position in [`TokenChunk::ids`] of its first vector (BOS is position 0).
+    pub position: usize,
+    /// Index into the embeddings the triggers were built from.
+    pub embedding: usize,
 }
 
 impl TokenChunk {
@@ -55,7 +69,7 @@ impl ChunkIds {
     /// Up to 75 tokens → 77: filled with EOS to 75, wrapped in BOS/EOS. A tokenizer whose pad
     /// is not EOS (SD 2.x, SDXL's second one) pads everything after the first EOS instead,
     /// which is also what diffusers feeds those encoders.
-    fn finish(&self, mut ids: Vec<u32>, mut weights: Vec<f32>) -> TokenChunk {
+    fn finish(&self, mut ids: Vec<u32>, mut weights: Vec<f32>, mut embeddings: Vec<EmbeddingSlot>) -> TokenChunk {
         ids.resize(CHUNK_TOKENS, self.eos);
         weights.resize(CHUNK_TOKENS, 1.0);
         ids.insert(0, self.bos);
@@ -69,18 +83,30 @@ impl ChunkIds {
                     .for_each(|id| *id = self.pad);
             }
         }
-        TokenChunk { ids, weights }
+        // Slots were counted from the first prompt token; BOS now comes first.
+        embeddings.iter_mut().for_each(|slot| slot.position += 1);
+        TokenChunk { ids, weights, embeddings }
     }
 }
 
 /// The chunk of an empty prompt: what shorter prompts are padded with.
 pub fn empty_chunk(tokenizer: &ClipTokenizer) -> TokenChunk {
-    ChunkIds::of(tokenizer).finish(Vec::new(), Vec::new())
+    ChunkIds::of(tokenizer).finish(Vec::new(), Vec::new(), Vec::new())
 }
 
 /// Tokenizes every text piece on its own (as A1111 does, so `(a)(b)` merged by the parser is
 /// one word but `a (b)` is two) and packs the tokens into chunks. Never returns zero chunks.
 pub fn chunk_prompt(tokenizer: &ClipTokenizer, parts: &[PromptPart]) -> Vec<TokenChunk> {
+    chunk_prompt_with_embeddings(tokenizer, parts, &EmbeddingTriggers::default())
+}
+
+/// [`chunk_prompt`] where the names in `triggers` become embedding slots (looked up inside each
+/// piece's tokens, as A1111 does).
+pub fn chunk_prompt_with_embeddings(
+    tokenizer: &ClipTokenizer,
+    parts: &[PromptPart],
+    triggers: &EmbeddingTriggers,
+) -> Vec<TokenChunk> {
     let special = ChunkIds::of(tokenizer);
     let mut builder = ChunkBuilder::new(special);
     for part in parts {
@@ -89,8 +115,20 @@ pub fn chunk_prompt(tokenizer: &ClipTokenizer, parts: &[PromptPart]) -> Vec<Toke
             PromptPart::Text { text, weight } => {
                 // A1111 builds its weight tensor from these floats as float32.
                 let weight = *weight as f32;
-                for token in tokenizer.encode_words(text) {
-                    builder.push(token, weight);
+                let tokens = tokenizer.encode_words(text);
+                let mut position = 0;
+                while position < tokens.len() {
+                    let token = tokens[position];
+                    match triggers.find_at(&tokens, position) {
+                        Some(trigger) => {
+                            builder.push_embedding(token, trigger, weight);
+                            position += trigger.ids.len();
+                        }
+                        None => {
+                            builder.push(token, weight);
+                            position += 1;
+                        }
+                    }
                 }
             }
         }
@@ -103,6 +141,8 @@ struct ChunkBuilder {
     chunks: Vec<TokenChunk>,
     ids: Vec<u32>,
     weights: Vec<f32>,
+    /// Embedding slots of the open chunk, positions counted without BOS.
+    embeddings: Vec<EmbeddingSlot>,
     /// Position of the last comma in the open chunk.
     last_comma: Option<usize>,
 }
@@ -114,6 +154,7 @@ impl ChunkBuilder {
             chunks: Vec::new(),
             ids: Vec::with_capacity(CHUNK_TOKENS),
             weights: Vec::with_capacity(CHUNK_TOKENS),
+            embeddings: Vec::new(),
             last_comma: None,
         }
     }
@@ -121,11 +162,32 @@ impl ChunkBuilder {
     fn close_chunk(&mut self) {
         let ids = std::mem::take(&mut self.ids);
         let weights = std::mem::take(&mut self.weights);
-        self.chunks.push(self.special.finish(ids, weights));
+        let embeddings = std::mem::take(&mut self.embeddings);
+        self.chunks.push(self.special.finish(ids, weights, embeddings));
         self.last_comma = None;
     }
 
     fn push(&mut self, token: u32, weight: f32) {
+        self.make_room(token);
+        self.ids.push(token);
+        self.weights.push(weight);
+    }
+
+    /// An embedding whose name starts with `token`: its placeholders all go into one chunk,
+    /// the next one if this one cannot hold them.
+    fn push_embedding(&mut self, token: u32, trigger: &Trigger, weight: f32) {
+        self.make_room(token);
+        if self.ids.len() + trigger.vectors > CHUNK_TOKENS {
+            self.close_chunk();
+        }
+        self.embeddings.push(EmbeddingSlot { position: self.ids.len(), embedding: trigger.embedding });
+        self.ids.extend(std::iter::repeat_n(PLACEHOLDER_ID, trigger.vectors));
+        self.weights.extend(std::iter::repeat_n(weight, trigger.vectors));
+    }
+
+    /// A1111's bookkeeping before it places the token at hand: remember commas, move the text
+    /// after a recent comma out of a full chunk, and close a full chunk.
+    fn make_room(&mut self, token: u32) {
         if Some(token) == self.special.comma {
             self.last_comma = Some(self.ids.len());
         } else if self.ids.len() == CHUNK_TOKENS {
@@ -135,9 +197,16 @@ impl ChunkBuilder {
             {
                 let moved_ids = self.ids.split_off(comma + 1);
                 let moved_weights = self.weights.split_off(comma + 1);
+                // Embeddings after the comma move with their placeholders. (A1111 leaves them
+                // in the old chunk, pointing at padding; an embedding is meant never to be
+                // split from its positions, so they move here.)
+                let split = self.embeddings.partition_point(|slot| slot.position <= comma);
+                let mut moved_embeddings = self.embeddings.split_off(split);
+                moved_embeddings.iter_mut().for_each(|slot| slot.position -= comma + 1);
                 self.close_chunk();
                 self.ids = moved_ids;
                 self.weights = moved_weights;
+                self.embeddings = moved_embeddings;
             }
         }
         // A comma that arrives on a full chunk starts the next one without being remembered
@@ -145,8 +214,6 @@ impl ChunkBuilder {
         if self.ids.len() == CHUNK_TOKENS {
             self.close_chunk();
         }
-        self.ids.push(token);
-        self.weights.push(weight);
     }
 
     fn finish(mut self) -> Vec<TokenChunk> {

@@ -7,12 +7,15 @@
 //! uses, and unweighted chunks skip the reweighting, so such prompts encode bit for bit as
 //! before.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Result, Tensor, D};
 
-use super::chunking::{chunk_prompt, empty_chunk, TokenChunk, CHUNK_LENGTH};
+use super::chunking::{chunk_prompt_with_embeddings, empty_chunk, TokenChunk, CHUNK_LENGTH};
+use super::embeddings::{EmbeddingTriggers, TextualInversion};
 use super::parser::parse_prompt_attention;
-use crate::backend::models::clip_text::ClipTextModel;
-use crate::backend::models::text_conditioning::{clip_skipped_state, penultimate};
+use crate::backend::models::clip_text::{ClipTextModel, TokenOverride};
+use crate::backend::models::text_conditioning::{clip_skipped_state, hidden_from_end, penultimate};
 use crate::backend::models::tokenizer::ClipTokenizer;
 
 /// Which hidden state of the encoder conditions the UNet.
@@ -23,17 +26,45 @@ pub enum EncoderLayer {
     ClipSkip(usize),
     /// SDXL: the penultimate layer, not normalised.
     Penultimate,
+    /// SDXL's CLIP-L under A1111's `sdxl_clip_l_skip`: `hidden_states[-k]`, not normalised
+    /// (1 = the last layer before the final LayerNorm, 2 = the penultimate layer, ...).
+    Hidden(usize),
 }
 
 /// Rows per text-encoder pass when several texts are encoded together.
 const ENCODER_BATCH: usize = 8;
 
 /// One text encoder with its tokenizer and the layer to read.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct WeightedEncoder<'a> {
     pub tokenizer: &'a ClipTokenizer,
     pub encoder: &'a ClipTextModel,
     pub layer: EncoderLayer,
+    pub embeddings: EncoderEmbeddings<'a>,
+}
+
+/// The textual-inversion embeddings a prompt may name, as one encoder uses them.
+#[derive(Clone, Default)]
+pub struct EncoderEmbeddings<'a> {
+    embeddings: &'a [Arc<TextualInversion>],
+    /// Which of each embedding's vector sets this encoder takes.
+    encoder_index: usize,
+    triggers: EmbeddingTriggers,
+}
+
+impl<'a> EncoderEmbeddings<'a> {
+    /// `embeddings` for the encoder at `encoder_index` of the model, names in `tokenizer`'s ids.
+    pub fn new(tokenizer: &ClipTokenizer, embeddings: &'a [Arc<TextualInversion>], encoder_index: usize) -> Self {
+        Self { embeddings, encoder_index, triggers: EmbeddingTriggers::new(tokenizer, embeddings) }
+    }
+
+    fn vectors(&self, embedding: usize) -> Result<&'a Tensor> {
+        let embeddings: &'a [Arc<TextualInversion>] = self.embeddings;
+        match embeddings.get(embedding).and_then(|e| e.vectors.get(self.encoder_index)) {
+            Some(vectors) => Ok(vectors),
+            None => candle_core::bail!("embedding {embedding} has no vectors for text encoder {}", self.encoder_index),
+        }
+    }
 }
 
 /// One text's encoding.
@@ -43,12 +74,25 @@ pub struct EncodedText {
     pub hidden: Tensor,
     /// `[1, pooled_dim]`: the encoder's pooled output for the first chunk (what SDXL uses).
     pub pooled: Tensor,
+    /// Indices of the textual-inversion embeddings the text used, in order of first use.
+    pub embeddings: Vec<usize>,
 }
 
 impl WeightedEncoder<'_> {
     /// Attention-parsed and chunked `text`, at least one chunk.
     pub fn chunk(&self, text: &str) -> Vec<TokenChunk> {
-        chunk_prompt(self.tokenizer, &parse_prompt_attention(text))
+        chunk_prompt_with_embeddings(self.tokenizer, &parse_prompt_attention(text), &self.embeddings.triggers)
+    }
+
+    /// The token-embedding overrides of a batch of chunks (row = index in `rows`).
+    fn overrides<'v>(&'v self, rows: &[&TokenChunk]) -> Result<Vec<TokenOverride<'v>>> {
+        let mut overrides = Vec::new();
+        for (row, chunk) in rows.iter().enumerate() {
+            for slot in &chunk.embeddings {
+                overrides.push(TokenOverride { row, position: slot.position, vectors: self.embeddings.vectors(slot.embedding)? });
+            }
+        }
+        Ok(overrides)
     }
 
     /// Encodes several chunked texts together, each padded with empty-prompt chunks to
@@ -81,7 +125,7 @@ impl WeightedEncoder<'_> {
                     .flat_map(|chunk| chunk.ids.iter().copied())
                     .collect();
                 let ids = Tensor::from_vec(ids, (rows.len(), CHUNK_LENGTH), self.encoder.device())?;
-                let output = self.encoder.forward(&ids)?;
+                let output = self.encoder.forward_with_overrides(&ids, &self.overrides(rows)?)?;
                 if index == 0 {
                     for row in 0..rows.len() {
                         pooled_per_text.push(output.pooled.narrow(0, row, 1)?);
@@ -90,6 +134,7 @@ impl WeightedEncoder<'_> {
                 selected.push(match self.layer {
                     EncoderLayer::ClipSkip(skip) => clip_skipped_state(self.encoder, output, skip)?,
                     EncoderLayer::Penultimate => penultimate(&output.hidden_states)?,
+                    EncoderLayer::Hidden(from_end) => hidden_from_end(&output.hidden_states, from_end)?,
                 });
             }
             let hidden = if selected.len() == 1 {
@@ -105,14 +150,27 @@ impl WeightedEncoder<'_> {
         hidden_per_text
             .into_iter()
             .zip(pooled_per_text)
-            .map(|(chunks, pooled)| {
+            .zip(texts)
+            .map(|((chunks, pooled), text_chunks)| {
                 Ok(EncodedText {
                     hidden: Tensor::cat(&chunks, 1)?,
                     pooled,
+                    embeddings: used_embeddings(text_chunks),
                 })
             })
             .collect()
     }
+}
+
+/// The embeddings `chunks` place, each once, in order of first use.
+fn used_embeddings(chunks: &[TokenChunk]) -> Vec<usize> {
+    let mut used = Vec::new();
+    for slot in chunks.iter().flat_map(|chunk| &chunk.embeddings) {
+        if !used.contains(&slot.embedding) {
+            used.push(slot.embedding);
+        }
+    }
+    used
 }
 
 /// A1111's "Original" emphasis over a batch `[B, 77, C]`: `z *= weights` per token, then
@@ -169,6 +227,12 @@ pub fn encode_texts(encoders: &[WeightedEncoder<'_>], texts: &[&str]) -> Result<
             .iter()
             .map(|encoded| encoded[index].hidden.clone())
             .collect();
+        let mut embeddings: Vec<usize> = Vec::new();
+        for used in per_encoder.iter().flat_map(|encoded| &encoded[index].embeddings) {
+            if !embeddings.contains(used) {
+                embeddings.push(*used);
+            }
+        }
         joined.push(EncodedText {
             hidden: if hidden.len() == 1 {
                 hidden[0].clone()
@@ -176,6 +240,7 @@ pub fn encode_texts(encoders: &[WeightedEncoder<'_>], texts: &[&str]) -> Result<
                 Tensor::cat(&hidden, D::Minus1)?
             },
             pooled: last_encoded.pooled.clone(),
+            embeddings,
         });
     }
     Ok(joined)

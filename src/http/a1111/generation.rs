@@ -193,6 +193,7 @@ pub fn prepare(common: &ProcessingFields, state: &AppState, face: &A1111Face, mo
     base.schedule = sampler.schedule;
     base.rng = settings.rng;
     base.clip_skip = settings.clip_skip;
+    base.sdxl_clip_l_skip = settings.sdxl_clip_l_skip;
     base.output_format = settings.output_format;
     base.preview = settings.preview;
     check_limits(&base, state)?;

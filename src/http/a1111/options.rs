@@ -4,7 +4,7 @@
 //! back anything GET returned (Open WebUI posts the whole dict), refuses unknown keys with A1111's
 //! `KeyError` 500, and answers A1111's `RuntimeError: model 'x' not found` for a checkpoint title
 //! this worker does not serve. The options the worker acts on are validated and interpreted by
-//! [`JobSettings`]: `CLIP_stop_at_last_layers`, `randn_source`, `samples_format`,
+//! [`JobSettings`]: `CLIP_stop_at_last_layers`, `sdxl_clip_l_skip`, `randn_source`, `samples_format`,
 //! `jpeg_quality`, `webp_lossless`, `live_previews_enable`, `show_progress_every_n_steps`,
 //! `enable_prompt_comments`, `sd_vae`. The others are stored and echoed only.
 
@@ -43,6 +43,8 @@ fn default_options() -> BTreeMap<String, Value> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSettings {
     pub clip_skip: u32,
+    /// `sdxl_clip_l_skip`: clip skip also moves SDXL's CLIP-L layer.
+    pub sdxl_clip_l_skip: bool,
     pub rng: RngKind,
     pub output_format: OutputFormat,
     pub preview: PreviewPolicy,
@@ -86,7 +88,7 @@ fn validate_known(key: &str, value: &Value) -> Result<(), A1111Error> {
         "jpeg_quality" => int_in(key, value, 1, 100).map(drop),
         "show_progress_every_n_steps" => int_in(key, value, -1, 1000).map(drop),
         "eta_noise_seed_delta" => int_in(key, value, i64::MIN, i64::MAX).map(drop),
-        "webp_lossless" | "live_previews_enable" | "enable_prompt_comments" => bool_of(key, value).map(drop),
+        "webp_lossless" | "live_previews_enable" | "enable_prompt_comments" | "sdxl_clip_l_skip" => bool_of(key, value).map(drop),
         "sd_vae" => value.as_str().map(drop).ok_or_else(|| invalid(key, "a VAE name, \"Automatic\" or \"None\"", value)),
         _ => Ok(()),
     }
@@ -117,6 +119,7 @@ impl JobSettings {
         };
         Ok(JobSettings {
             clip_skip: clip_skip as u32,
+            sdxl_clip_l_skip: bool_of("sdxl_clip_l_skip", &get("sdxl_clip_l_skip"))?,
             rng,
             output_format,
             preview,
@@ -275,7 +278,7 @@ mod tests {
     fn defaults_give_a1111_job_settings() {
         let store = OptionsStore::default();
         let settings = store.job_settings(std::iter::empty(), &served()).expect("defaults are valid");
-        assert_eq!(settings.clip_skip, 1);
+        assert_eq!((settings.clip_skip, settings.sdxl_clip_l_skip), (1, false));
         assert_eq!(settings.rng, RngKind::Philox);
         assert_eq!(settings.output_format, OutputFormat::Png);
         assert_eq!(settings.preview, PreviewPolicy::EveryNSteps(10));
@@ -294,9 +297,9 @@ mod tests {
         let settings = store.job_settings(std::iter::empty(), &served()).expect("valid");
         assert_eq!((settings.rng, settings.clip_skip), (RngKind::TorchCpu, 2));
         let overrides: BTreeMap<String, Value> =
-            [("CLIP_stop_at_last_layers".to_string(), Value::from(3)), ("forge_additional_modules".to_string(), json!([]))].into();
+            [("CLIP_stop_at_last_layers".to_string(), Value::from(3)), ("sdxl_clip_l_skip".to_string(), Value::from(true)), ("forge_additional_modules".to_string(), json!([]))].into();
         let settings = store.job_settings(overrides.iter(), &served()).expect("valid");
-        assert_eq!(settings.clip_skip, 3);
+        assert_eq!((settings.clip_skip, settings.sdxl_clip_l_skip), (3, true));
     }
 
     #[test]

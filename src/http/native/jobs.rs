@@ -74,7 +74,7 @@ fn job_not_found(job_id: &str) -> ApiError {
     security((), ("bearer" = [])))]
 pub async fn create_job(State(state): State<AppState>, body: Bytes) -> Result<Json<JobCreated>, ApiError> {
     let status = state.engine.status();
-    let served = ServedModel { configured: &state.config.model, loaded: status.model_id.as_deref() };
+    let served = ServedModel { configured: &state.config.model, loaded: status.model_id.as_deref(), library: state.library.as_deref() };
     let request = parse_job_request(&body, &state.limits, &served)?;
     let record = state.submit(request)?;
     let job_id = record.id().to_string();

@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::backend::request::{LoraSpec, 
+use crate::backend::model_library::resolve::{find_checkpoint, is_path_like};
+use crate::backend::model_library::{LibraryError, ModelLibrary};
+use crate::backend::request::{LoraSpec,
     GenerationRequest, InitImage, MaskSpec, OutputFormat, PreviewPolicy, RngKind, SamplerKind, ScheduleKind,
 };
 use crate::backend::request_limits::{RequestField, RequestLimits};
@@ -37,7 +39,9 @@ pub struct ImageGenerationRequest {
     /// Sent by rbee's queen; not used by the worker.
     #[serde(default)]
     pub hive_id: Option<String>,
-    /// Model id; when given it must be the model this worker serves.
+    /// The model to run: the served model's id, or a checkpoint of `--models-dir` by any
+    /// A1111 name (title, file name, stem, hash); the engine loads it if needed. Absent = the
+    /// worker's default model.
     #[serde(default)]
     pub model: Option<String>,
     #[schema(example = "a watercolor fox in a snowy forest")]
@@ -219,13 +223,15 @@ fn default_preview_every() -> u32 {
     DEFAULT_PREVIEW_EVERY
 }
 
-/// Which model the worker serves, for checking a request's `model` field.
-#[derive(Debug, Clone)]
+/// Which models a request's `model` field may name.
+#[derive(Clone)]
 pub struct ServedModel<'a> {
     /// `--model` as given.
     pub configured: &'a str,
-    /// The runner's own id for it, once loaded.
+    /// The id of the model the engine used last, once loaded.
     pub loaded: Option<&'a str>,
+    /// `--models-dir`: other checkpoints the engine can switch to.
+    pub library: Option<&'a ModelLibrary>,
 }
 
 /// Parse a request body into a validated [`GenerationRequest`].
@@ -286,14 +292,39 @@ fn missing_field_error(message: &str) -> ApiError {
     }
 }
 
-fn check_model(model: Option<&str>, served: &ServedModel<'_>) -> Result<(), ApiError> {
-    match model.map(str::trim).filter(|m| !m.is_empty()) {
-        Some(wanted) if wanted != served.configured && Some(wanted) != served.loaded => Err(ApiError::invalid_field(
-            "model",
-            format!("model '{wanted}' is not served here; this worker serves '{}'", served.configured),
-        )),
-        _ => Ok(()),
+/// What the engine is asked to load for a request's `model`: `None` for the default model,
+/// else a name the engine resolves (a library checkpoint's title, the model in use, or an
+/// external path the operator allows). Names nothing resolves are refused here, naming `model`,
+/// so a typo fails the request instead of the job.
+fn resolve_model(model: Option<&str>, served: &ServedModel<'_>) -> Result<Option<String>, ApiError> {
+    let Some(wanted) = model.map(str::trim).filter(|m| !m.is_empty()) else {
+        return Ok(None);
+    };
+    if wanted == served.configured {
+        return Ok(None);
     }
+    if Some(wanted) == served.loaded {
+        return Ok(Some(wanted.to_string()));
+    }
+    let Some(library) = served.library else {
+        return Err(ApiError::invalid_field(
+            "model",
+            format!("model '{wanted}' is not served here; this worker serves '{}' (start it with --models-dir to switch models)", served.configured),
+        ));
+    };
+    if let Some(entry) = find_checkpoint(&library.checkpoints(), wanted) {
+        return Ok(Some(entry.title.clone()));
+    }
+    if is_path_like(wanted) {
+        if library.allows_external_paths() && std::path::Path::new(wanted).is_absolute() {
+            return Ok(Some(wanted.to_string()));
+        }
+        return Err(ApiError::invalid_field("model", LibraryError::PathNotAllowed(wanted.to_string()).to_string()));
+    }
+    Err(ApiError::invalid_field(
+        "model",
+        format!("{}; GET /sdapi/v1/sd-models lists them", LibraryError::UnknownCheckpoint(wanted.to_string())),
+    ))
 }
 
 /// rbee's `loras: [{path, strength}]` → the engine's LoRA list (the engine resolves the names in
@@ -326,10 +357,11 @@ struct Common {
 }
 
 fn base_request(common: Common, served: &ServedModel<'_>) -> Result<GenerationRequest, ApiError> {
-    check_model(common.model.as_deref(), served)?;
+    let model = resolve_model(common.model.as_deref(), served)?;
     let loras = lora_specs(&common.loras)?;
     let options = common.options;
     let mut request = GenerationRequest::new(common.prompt);
+    request.model = model;
     request.loras = loras;
     request.negative_prompt = common.negative_prompt.unwrap_or_default();
     request.steps = common.steps;
@@ -452,7 +484,7 @@ fn check_limits(request: &GenerationRequest, limits: &RequestLimits, operation: 
 mod tests {
     use super::*;
 
-    const SERVED: ServedModel<'static> = ServedModel { configured: "tiny", loaded: Some("tiny") };
+    const SERVED: ServedModel<'static> = ServedModel { configured: "tiny", loaded: Some("tiny"), library: None };
 
     fn parse(json: &str) -> Result<GenerationRequest, ApiError> {
         parse_job_request(json.as_bytes(), &RequestLimits::default(), &SERVED)
@@ -496,6 +528,33 @@ mod tests {
         assert_eq!(field(r#"{"operation":"image_generation","prompt":"x","loras":[{"path":" "}]}"#).as_deref(), Some("loras"));
         assert_eq!(field(r#"{"operation":"image_transform","prompt":"x","input_image":"%%%"}"#).as_deref(), Some("input_image"));
         assert_eq!(field(r#"{"prompt":"x"}"#).as_deref(), Some("operation"));
+    }
+
+    #[test]
+    fn model_names_resolve_through_the_models_folder() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let checkpoint = tmp.path().join("Stable-diffusion/other.safetensors");
+        std::fs::create_dir_all(checkpoint.parent().expect("parent")).expect("mkdir");
+        let tensor = candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).expect("tensor");
+        candle_core::safetensors::save(&[("a".to_string(), tensor)].into(), &checkpoint).expect("write");
+        let library = ModelLibrary::open(tmp.path(), Default::default()).expect("library");
+        let title = library.checkpoints()[0].title.clone();
+        let served = ServedModel { configured: "tiny", loaded: Some("now-used [abc]"), library: Some(&library) };
+        let model = |name: Option<&str>| resolve_model(name, &served);
+        assert_eq!(model(None).expect("default"), None);
+        assert_eq!(model(Some(" ")).expect("default"), None);
+        assert_eq!(model(Some("tiny")).expect("configured"), None);
+        assert_eq!(model(Some("now-used [abc]")).expect("in use"), Some("now-used [abc]".to_string()));
+        for alias in ["other", "other.safetensors", title.as_str(), &title[title.len() - 11..title.len() - 1]] {
+            assert_eq!(model(Some(alias)).expect(alias), Some(title.clone()), "{alias}");
+        }
+        for refused in ["missing", "../other.safetensors", "/etc/passwd"] {
+            let err = model(Some(refused)).expect_err(refused);
+            assert_eq!((err.field.as_deref(), err.status.as_u16()), (Some("model"), 400), "{refused}");
+            assert!(err.message.contains(refused), "{}", err.message);
+        }
+        let without_library = ServedModel { library: None, ..served };
+        assert_eq!(resolve_model(Some("other"), &without_library).expect_err("no library").field.as_deref(), Some("model"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ fn load(name: &str) -> SdModel {
 }
 
 fn pair<'a>(prompt: &'a str, negative_prompt: &'a str, steps: usize) -> PromptPair<'a> {
-    PromptPair { prompt, negative_prompt, clip_skip: 1, guidance_scale: 7.5, width: 64, height: 64, steps }
+    PromptPair { prompt, negative_prompt, clip_skip: 1, guidance_scale: 7.5, width: 64, height: 64, steps, embeddings: &[], sdxl_clip_l_skip: false }
 }
 
 fn assert_identical(label: &str, actual: &Tensor, expected: &Tensor) {
@@ -106,7 +106,7 @@ fn sdxl_long_prompts_keep_zero_uncond_and_first_chunk_pooling() {
     assert_eq!(sdxl.text_embeds.dims(), &[2, 32]);
     assert_eq!(sdxl.time_ids.dims(), &[2, 6]);
     let first_chunk = crate::backend::prompt::weighted::encode_texts(
-        &weighted_encoders(&model, 1),
+        &weighted_encoders(&model, &pair("", "", 1), &[]),
         &["a photo of a cat, ".repeat(20).as_str()],
     )
     .unwrap();
@@ -122,4 +122,36 @@ fn without_guidance_there_is_only_the_cond_row() {
     assert!(!cond.guided);
     assert_eq!(cond.at_step(0).context.dims(), &[1, CHUNK_LENGTH, 32]);
     assert_eq!(cond.stage_count(), 2);
+}
+
+/// A1111's SDXL clip skip (`FrozenCLIPEmbedderForSDXLWithCustomWords`): without
+/// `sdxl_clip_l_skip` clip skip changes nothing; with it CLIP-L reads `hidden_states[-clip_skip]`
+/// un-normalised, and OpenCLIP-G keeps its penultimate layer.
+#[test]
+fn sdxl_clip_skip_moves_only_clip_l_and_only_with_the_option() {
+    use crate::backend::models::text_conditioning::prompt_input_ids;
+    let model = load("tiny-sdxl");
+    let Some(second) = &model.second else { panic!("tiny-sdxl has two encoders") };
+    let text = "a photo of a cat";
+    let with = |clip_skip: u32, sdxl_clip_l_skip: bool| {
+        let p = PromptPair { clip_skip, sdxl_clip_l_skip, ..pair(text, "blurry", 10) };
+        cond_row(encode_prompts(&model, &p).unwrap().at_step(0))
+    };
+    let default = with(1, false);
+    assert_identical("clip skip ignored without the option", &with(3, false), &default);
+    assert_identical("option with clip skip 2 is the penultimate layer", &with(2, true), &default);
+
+    let ids = prompt_input_ids(&model.tokenizer, &model.text_encoder, text, &Device::Cpu).unwrap();
+    let ids_2 = prompt_input_ids(&second.tokenizer, &second.encoder, text, &Device::Cpu).unwrap();
+    let states = model.text_encoder.forward(&ids).unwrap().hidden_states;
+    let states_2 = second.encoder.forward(&ids_2).unwrap().hidden_states;
+    let clip_g = &states_2[states_2.len() - 2];
+    for clip_skip in [1usize, 3, 5] {
+        let clip_l = &states[states.len() - clip_skip];
+        let expected = Tensor::cat(&[clip_l, clip_g], 2).unwrap();
+        assert_identical(&format!("clip skip {clip_skip}"), &with(clip_skip as u32, true), &expected);
+    }
+    // clip skip 1 is the last layer before the final LayerNorm, not the normalised output
+    let (diff, _) = max_abs_error(&with(1, true).narrow(2, 0, 32).unwrap(), &model.text_encoder.forward(&ids).unwrap().last_hidden_state);
+    assert!(diff > 1e-3);
 }

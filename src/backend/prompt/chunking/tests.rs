@@ -156,3 +156,79 @@ fn weights_follow_their_tokens_across_chunks() {
     assert_eq!(chunks[1].weights, second);
     assert!(!chunks[1].is_unweighted());
 }
+
+mod embeddings {
+    use std::sync::Arc;
+
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::backend::prompt::embeddings::{EmbeddingTriggers, TextualInversion, PLACEHOLDER_ID};
+
+    fn triggers(tokenizer: &ClipTokenizer, names: &[(&str, usize)]) -> EmbeddingTriggers {
+        let embeddings: Vec<Arc<TextualInversion>> = names
+            .iter()
+            .map(|(name, vectors)| {
+                Arc::new(TextualInversion {
+                    name: name.to_string(),
+                    hash: String::new(),
+                    vectors: vec![Tensor::zeros((*vectors, 4), candle_core::DType::F32, &Device::Cpu).unwrap()],
+                })
+            })
+            .collect();
+        EmbeddingTriggers::new(tokenizer, &embeddings)
+    }
+
+    fn chunks_with(tokenizer: &ClipTokenizer, prompt: &str, triggers: &EmbeddingTriggers) -> Vec<TokenChunk> {
+        chunk_prompt_with_embeddings(tokenizer, &parse_prompt_attention(prompt), triggers)
+    }
+
+    #[test]
+    fn an_embedding_takes_one_position_per_vector_with_its_pieces_weight() {
+        let tokenizer = sd15_tokenizer();
+        let triggers = triggers(&tokenizer, &[("tiword", 3)]);
+        let chunks = chunks_with(&tokenizer, "a (<tiword>:1.3) cat", &triggers);
+        assert_eq!(chunks.len(), 1);
+        let mut expected = vec![tokenizer.bos_id()];
+        expected.extend(tokenizer.encode_words("a <"));
+        expected.extend([PLACEHOLDER_ID; 3]);
+        expected.extend(tokenizer.encode_words("> cat"));
+        expected.resize(CHUNK_LENGTH, tokenizer.eos_id());
+        assert_eq!(chunks[0].ids, expected);
+        assert_eq!(chunks[0].embeddings, vec![EmbeddingSlot { position: 3, embedding: 0 }]);
+        // `<`, the three vectors and `>` are the weighted piece
+        assert_eq!(&chunks[0].weights[..8], &[1.0, 1.0, 1.3, 1.3, 1.3, 1.3, 1.3, 1.0]);
+        // without triggers the name is ordinary text
+        assert_eq!(chunks_of(&tokenizer, "a (<tiword>:1.3) cat")[0].embeddings, vec![]);
+    }
+
+    #[test]
+    fn an_embedding_that_does_not_fit_the_chunk_starts_the_next_one_whole() {
+        let tokenizer = sd15_tokenizer();
+        let cat = single_id(&tokenizer, "cat");
+        let triggers = triggers(&tokenizer, &[("tiword", 4)]);
+        let chunks = chunks_with(&tokenizer, &format!("{}tiword cat", "cat ".repeat(73)), &triggers);
+        assert_eq!(chunks.len(), 2);
+        let mut first = vec![cat; 73];
+        first.resize(CHUNK_TOKENS, tokenizer.eos_id());
+        assert_eq!(body(&chunks[0]), first.as_slice());
+        assert!(chunks[0].embeddings.is_empty());
+        assert_eq!(&body(&chunks[1])[..5], &[PLACEHOLDER_ID, PLACEHOLDER_ID, PLACEHOLDER_ID, PLACEHOLDER_ID, cat]);
+        assert_eq!(chunks[1].embeddings, vec![EmbeddingSlot { position: 1, embedding: 0 }]);
+    }
+
+    #[test]
+    fn a_comma_break_moves_the_embeddings_after_the_comma_with_their_positions() {
+        let tokenizer = sd15_tokenizer();
+        let (cat, dog) = (single_id(&tokenizer, "cat"), single_id(&tokenizer, "dog"));
+        let triggers = triggers(&tokenizer, &[("tiword", 2)]);
+        // comma at position 60, embedding at 61..63, then dogs overflow the chunk
+        let prompt = format!("{}, tiword {}", "cat ".repeat(60), "dog ".repeat(20));
+        let chunks = chunks_with(&tokenizer, &prompt, &triggers);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(&body(&chunks[0])[..60], &[cat; 60]);
+        assert!(chunks[0].embeddings.is_empty());
+        assert_eq!(&body(&chunks[1])[..3], &[PLACEHOLDER_ID, PLACEHOLDER_ID, dog]);
+        assert_eq!(chunks[1].embeddings, vec![EmbeddingSlot { position: 1, embedding: 0 }]);
+    }
+}

@@ -29,6 +29,7 @@ impl Sd15 {
             tokenizer: &self.tokenizer,
             encoder: &self.encoder,
             layer: EncoderLayer::ClipSkip(clip_skip),
+            embeddings: Default::default(),
         }
     }
 
@@ -88,11 +89,13 @@ fn sdxl_plain_prompts_encode_exactly_as_before() {
             tokenizer: &tokenizer,
             encoder: &encoder,
             layer: EncoderLayer::Penultimate,
+            embeddings: Default::default(),
         },
         WeightedEncoder {
             tokenizer: &tokenizer_2,
             encoder: &encoder_2,
             layer: EncoderLayer::Penultimate,
+            embeddings: Default::default(),
         },
     ];
     let golden = load_golden("tiny-sdxl-euler");
