@@ -5,6 +5,7 @@
 //! separate value argument. Every flag has an environment twin for containers and systemd.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -111,6 +112,14 @@ pub struct Config {
     #[arg(long, env = "SD_WORKER_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Seconds a finished job stays readable (status, results, late streams) before it is freed.
+    #[arg(long, env = "SD_WORKER_JOB_RETENTION_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub job_retention_secs: u64,
+
+    /// Seconds an OpenAI `response_format: url` link stays valid (OpenAI's own links: 60 minutes).
+    #[arg(long, env = "SD_WORKER_IMAGE_URL_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub image_url_ttl_secs: u64,
+
     #[arg(long, value_enum, env = "SD_WORKER_LOG_FORMAT", default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 
@@ -138,6 +147,8 @@ impl std::fmt::Debug for Config {
             .field("queue_capacity", &self.queue_capacity)
             .field("public_url", &self.public_url)
             .field("cors_origins", &self.cors_origins)
+            .field("job_retention_secs", &self.job_retention_secs)
+            .field("image_url_ttl_secs", &self.image_url_ttl_secs)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -169,6 +180,14 @@ impl Config {
         self.api_keys.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).map(str::to_string).collect()
     }
 
+    pub fn job_retention(&self) -> Duration {
+        Duration::from_secs(self.job_retention_secs)
+    }
+
+    pub fn image_url_ttl(&self) -> Duration {
+        Duration::from_secs(self.image_url_ttl_secs)
+    }
+
     /// A config with every default, for tests and embedding (ignores the environment).
     pub fn defaults() -> Self {
         Config {
@@ -187,6 +206,8 @@ impl Config {
             queue_capacity: 8,
             public_url: None,
             cors_origins: Vec::new(),
+            job_retention_secs: 600,
+            image_url_ttl_secs: 3600,
             log_format: LogFormat::Pretty,
             build_info: false,
         }
@@ -247,6 +268,15 @@ mod tests {
         assert_eq!((cfg.max_loaded_models, cfg.prediction_type.v_prediction(), cfg.allow_external_model_paths), (3, Some(true), true));
         assert!(Config::try_parse_from(["x", "--max-loaded-models", "0"]).is_err());
         assert_eq!(Config::defaults().prediction_type.v_prediction(), None);
+    }
+
+    #[test]
+    fn retention_flags_parse_and_default_to_ten_and_sixty_minutes() {
+        let cfg = Config::try_parse_from(["x", "--job-retention-secs", "5", "--image-url-ttl-secs", "7"]).expect("parses");
+        assert_eq!((cfg.job_retention(), cfg.image_url_ttl()), (Duration::from_secs(5), Duration::from_secs(7)));
+        let defaults = Config::defaults();
+        assert_eq!((defaults.job_retention(), defaults.image_url_ttl()), (Duration::from_secs(600), Duration::from_secs(3600)));
+        assert!(Config::try_parse_from(["x", "--job-retention-secs", "0"]).is_err());
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod config;
 pub mod device;
 pub mod heartbeat;
 pub mod http;
+pub mod metrics;
 pub mod server;

@@ -4,10 +4,12 @@
 //! progress endpoints.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::backend::engine_observer::{EngineObserver, JobRunReport, RunOutcome};
+use crate::backend::job_progress::JobProgress;
 use crate::backend::request::{GenerationRequest, JobError, JobEvent, PreviewImage};
 use crate::backend::request_queue::{CancelToken, JobHandle, JobId, QueueError, QueuedJob, RequestQueue};
 
@@ -29,6 +31,10 @@ impl From<JobError> for RunError {
 pub struct JobContext<'a> {
     job: &'a QueuedJob,
     status: &'a EngineStatus,
+    progress: Mutex<JobProgress>,
+    observer: Option<Arc<dyn EngineObserver>>,
+    /// When the running job began loading a model it switched to.
+    loading_since: Mutex<Option<Instant>>,
 }
 
 impl JobContext<'_> {
@@ -56,6 +62,7 @@ impl JobContext<'_> {
     /// The runner is loading `model` for this job: status says "loading" until
     /// [`Self::report_model_ready`].
     pub fn report_model_loading(&self, model: &str) {
+        *lock_ignoring_poison(&self.loading_since) = Some(Instant::now());
         let mut s = self.status.lock();
         s.state = EngineState::Loading;
         s.loading_model = Some(model.to_string());
@@ -63,17 +70,71 @@ impl JobContext<'_> {
 
     /// `model` is loaded and serves this job (and is the one status names from now on).
     pub fn report_model_ready(&self, model: &str) {
+        let load = lock_ignoring_poison(&self.loading_since).take().map(|since| ModelLoad { model: model.to_string(), took: since.elapsed() });
+        if let Some(load) = &load {
+            tracing::info!(model, seconds = load.took.as_secs_f64(), "model loaded");
+        }
         let mut s = self.status.lock();
         s.state = EngineState::Busy;
         s.loading_model = None;
         s.model_id = Some(model.to_string());
+        if load.is_some() {
+            s.last_model_load = load;
+        }
     }
 
-    /// Report an event to the job's listener, keeping the shared status in step.
+    /// Report an event to the job's listener, keeping the shared status, the step timings and
+    /// the progress log in step.
     pub fn emit(&self, event: JobEvent) {
+        self.record_progress(&event);
         self.status.observe(&self.job.id, &event);
         self.job.emit(event);
     }
+
+    fn record_progress(&self, event: &JobEvent) {
+        let now = Instant::now();
+        let mut progress = lock_ignoring_poison(&self.progress);
+        match event {
+            JobEvent::Started { total_steps, .. } => progress.started(now, *total_steps),
+            JobEvent::Step { step, total } => {
+                let mark = progress.step(now, *step, *total);
+                if let Some(observer) = &self.observer {
+                    observer.step_finished(mark.took);
+                }
+                if mark.log_progress {
+                    let summary = progress.summary(now);
+                    tracing::info!(
+                        step,
+                        total,
+                        elapsed_s = round_to_ms(summary.elapsed),
+                        it_per_s = two_decimals(summary.iterations_per_second()),
+                        "job progress"
+                    );
+                }
+            }
+            JobEvent::Image(_) => progress.image_done(now),
+            _ => {}
+        }
+    }
+
+    /// Steps, images and time so far.
+    fn summary(&self) -> crate::backend::job_progress::RunSummary {
+        lock_ignoring_poison(&self.progress).summary(Instant::now())
+    }
+}
+
+/// Seconds with millisecond precision, for log fields people read.
+fn round_to_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn two_decimals(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+// A poisoned lock only means a runner panicked while holding it; the data is plain bookkeeping.
+fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The model side of the engine: runs one job to completion (emitting `Started`, `Step`,
@@ -147,6 +208,13 @@ pub struct ModelInfo {
     pub inpainting: bool,
 }
 
+/// How long the latest model load took (at start-up, or when a job switched models).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelLoad {
+    pub model: String,
+    pub took: Duration,
+}
+
 /// A consistent copy of the engine's status.
 #[derive(Debug, Clone)]
 pub struct StatusSnapshot {
@@ -157,6 +225,7 @@ pub struct StatusSnapshot {
     pub loading_model: Option<String>,
     pub current: Option<CurrentJob>,
     pub jobs_done: u64,
+    pub last_model_load: Option<ModelLoad>,
 }
 
 /// Shared, lock-protected status the engine updates and the faces read.
@@ -167,7 +236,7 @@ pub struct EngineStatus {
 
 impl EngineStatus {
     fn new() -> Self {
-        EngineStatus { inner: Mutex::new(StatusSnapshot { state: EngineState::Loading, model_id: None, model_info: None, loading_model: None, current: None, jobs_done: 0 }) }
+        EngineStatus { inner: Mutex::new(StatusSnapshot { state: EngineState::Loading, model_id: None, model_info: None, loading_model: None, current: None, jobs_done: 0, last_model_load: None }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, StatusSnapshot> {
@@ -206,6 +275,22 @@ pub struct GenerationEngine {
     status: Arc<EngineStatus>,
     running_cancel: Arc<Mutex<Option<(JobId, CancelToken)>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    observer: Arc<ObserverSlot>,
+}
+
+/// The observer the engine thread reports to; set after start (the HTTP state installs its
+/// metrics), read at the start of every job.
+#[derive(Default)]
+struct ObserverSlot(RwLock<Option<Arc<dyn EngineObserver>>>);
+
+impl ObserverSlot {
+    fn get(&self) -> Option<Arc<dyn EngineObserver>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, observer: Arc<dyn EngineObserver>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(observer);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,17 +312,23 @@ impl GenerationEngine {
         let queue = RequestQueue::new(queue_capacity);
         let status = Arc::new(EngineStatus::new());
         let running_cancel = Arc::new(Mutex::new(None));
+        let observer = Arc::new(ObserverSlot::default());
         let worker = {
-            let (queue, status, running_cancel) = (queue.clone(), status.clone(), running_cancel.clone());
+            let (queue, status, running_cancel, observer) = (queue.clone(), status.clone(), running_cancel.clone(), observer.clone());
             std::thread::Builder::new()
                 .name("generation-engine".into())
-                .spawn(move || worker_loop(load, &queue, &status, &running_cancel))
+                .spawn(move || worker_loop(load, &queue, &status, &running_cancel, &observer))
                 .ok()
         };
         if worker.is_none() {
             status.set_state(EngineState::Error("could not start the engine thread".into()));
         }
-        Arc::new(GenerationEngine { queue, status, running_cancel, worker: Mutex::new(worker) })
+        Arc::new(GenerationEngine { queue, status, running_cancel, worker: Mutex::new(worker), observer })
+    }
+
+    /// Report step times and job runs to `observer` from the next job on (replaces any other).
+    pub fn set_observer(&self, observer: Arc<dyn EngineObserver>) {
+        self.observer.set(observer);
     }
 
     /// Queue a request. Refused at once when the queue is full or the model failed to load.
@@ -296,17 +387,27 @@ impl GenerationEngine {
     }
 }
 
-fn worker_loop<R, L>(load: L, queue: &RequestQueue, status: &EngineStatus, running_cancel: &Mutex<Option<(JobId, CancelToken)>>)
-where
+fn worker_loop<R, L>(
+    load: L,
+    queue: &RequestQueue,
+    status: &EngineStatus,
+    running_cancel: &Mutex<Option<(JobId, CancelToken)>>,
+    observer: &ObserverSlot,
+) where
     R: JobRunner,
     L: FnOnce() -> Result<R, String>,
 {
+    let load_started = Instant::now();
     let loaded = panic::catch_unwind(AssertUnwindSafe(load)).unwrap_or_else(|p| Err(format!("model loading panicked: {}", panic_message(&p))));
     let mut runner = match loaded {
         Ok(runner) => {
             {
                 let mut s = status.lock();
-                s.model_id = Some(runner.model_id());
+                let model = runner.model_id();
+                let took = load_started.elapsed();
+                tracing::info!(model = %model, seconds = took.as_secs_f64(), "model loaded");
+                s.last_model_load = Some(ModelLoad { model: model.clone(), took });
+                s.model_id = Some(model);
                 s.model_info = runner.model_info();
             }
             status.set_state(EngineState::Idle);
@@ -336,22 +437,49 @@ where
                 latest_preview: None,
             });
         }
-        let span = tracing::info_span!("job", job_id = %job.id);
+        // Everything the engine does for this job, the runner's own log lines included, is
+        // inside the job's span (and so names its job id and, for HTTP jobs, the request id).
+        let span = job.span.clone();
         let _enter = span.enter();
-        let started = Instant::now();
-        let ctx = JobContext { job: &job, status };
+        tracing::info!(steps = job.request.steps, width = job.request.width, height = job.request.height, images = job.request.num_images, "job started");
+        let ctx = JobContext {
+            job: &job,
+            status,
+            progress: Mutex::new(JobProgress::new(Instant::now(), job.request.steps)),
+            observer: observer.get(),
+            loading_since: Mutex::new(None),
+        };
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| runner.run(&ctx)))
             .unwrap_or_else(|p| Err(RunError::Failed(JobError::Internal(format!("panic: {}", panic_message(&p))))));
-        let terminal = match outcome {
-            Ok(()) if job.cancel.is_cancelled() => JobEvent::Cancelled,
-            Ok(()) => JobEvent::Done,
-            Err(RunError::Cancelled) => JobEvent::Cancelled,
+        let (terminal, run_outcome) = match outcome {
+            Ok(()) if job.cancel.is_cancelled() => (JobEvent::Cancelled, RunOutcome::Cancelled),
+            Ok(()) => (JobEvent::Done, RunOutcome::Completed),
+            Err(RunError::Cancelled) => (JobEvent::Cancelled, RunOutcome::Cancelled),
             Err(RunError::Failed(e)) => {
                 tracing::warn!(error = %e, "job failed");
-                JobEvent::Failed(e)
+                (JobEvent::Failed(e), RunOutcome::Failed)
             }
         };
-        tracing::info!(outcome = ?terminal_label(&terminal), elapsed_ms = started.elapsed().as_millis() as u64, "job finished");
+        let summary = ctx.summary();
+        tracing::info!(
+            outcome = run_outcome.label(),
+            steps = summary.steps_done,
+            total_steps = summary.total_steps,
+            images = summary.images,
+            seconds = round_to_ms(summary.elapsed),
+            it_per_s = two_decimals(summary.iterations_per_second()),
+            "job finished"
+        );
+        if let Some(observer) = &ctx.observer {
+            observer.job_ran(&JobRunReport {
+                outcome: run_outcome,
+                elapsed: summary.elapsed,
+                steps_done: summary.steps_done,
+                total_steps: summary.total_steps,
+                images: summary.images,
+            });
+        }
+        drop(ctx);
         *running_cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
         {
             let mut s = status.lock();
@@ -363,14 +491,6 @@ where
             s.model_info = runner.model_info();
         }
         job.emit(terminal);
-    }
-}
-
-fn terminal_label(event: &JobEvent) -> &'static str {
-    match event {
-        JobEvent::Done => "done",
-        JobEvent::Cancelled => "cancelled",
-        _ => "failed",
     }
 }
 

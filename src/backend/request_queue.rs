@@ -63,6 +63,9 @@ pub struct QueuedJob {
     pub request: GenerationRequest,
     pub events: JobEventSender,
     pub cancel: CancelToken,
+    /// `job{job_id}`, opened where the job was submitted: its parent is the submitter's span (the
+    /// HTTP request's, with its request id), so every line the engine logs for the job names both.
+    pub span: tracing::Span,
 }
 
 impl QueuedJob {
@@ -132,7 +135,8 @@ impl RequestQueue {
             return Err(QueueError::Full { capacity: self.capacity });
         }
         let position = state.jobs.len();
-        let job = QueuedJob { id: id.clone(), request, events: tx, cancel: cancel.clone() };
+        let span = tracing::info_span!("job", job_id = %id);
+        let job = QueuedJob { id: id.clone(), request, events: tx, cancel: cancel.clone(), span };
         job.emit(JobEvent::Queued { position });
         state.jobs.push_back(job);
         drop(state);

@@ -3,7 +3,8 @@
 //! follows live. A pump task moves events from the engine's channel into the record.
 //!
 //! Memory stays bounded: only the latest preview of a job is kept (older ones are blanked in
-//! place so subscriber cursors stay valid), and finished jobs are dropped after `retention`.
+//! place so subscriber cursors stay valid), and finished jobs are dropped after `retention`, by
+//! a periodic sweep as well as on access (so an idle worker frees them too).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +20,8 @@ use utoipa::ToSchema;
 use crate::backend::generation_engine::{GenerationEngine, SubmitError};
 use crate::backend::request::{GeneratedImage, GenerationRequest, JobError, JobEvent};
 use crate::backend::request_queue::{CancelToken, JobId};
+use crate::http::sweeper::Expiring;
+use crate::metrics::{Outcome, WorkerMetrics};
 
 /// How long a finished job stays readable (status, results, late streams).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(10 * 60);
@@ -239,19 +242,27 @@ pub enum CancelOutcome {
 pub struct JobRegistry {
     jobs: Mutex<HashMap<String, Arc<JobRecord>>>,
     retention: Duration,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl JobRegistry {
-    pub fn new(retention: Duration) -> Self {
-        JobRegistry { jobs: Mutex::new(HashMap::new()), retention }
+    /// Finished jobs are forgotten `retention` after their end; outcomes and images are counted
+    /// in `metrics`.
+    pub fn new(retention: Duration, metrics: Arc<WorkerMetrics>) -> Self {
+        JobRegistry { jobs: Mutex::new(HashMap::new()), retention, metrics }
+    }
+
+    pub fn retention(&self) -> Duration {
+        self.retention
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<JobRecord>>> {
         self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Hand a request to the engine and start recording its events. Needs a tokio runtime.
-    pub fn submit(&self, engine: &Arc<GenerationEngine>, request: GenerationRequest) -> Result<Arc<JobRecord>, SubmitError> {
+    /// Hand a request from `face` to the engine and start recording its events. Needs a tokio
+    /// runtime.
+    pub fn submit(&self, engine: &Arc<GenerationEngine>, request: GenerationRequest, face: &'static str) -> Result<Arc<JobRecord>, SubmitError> {
         let summary = JobSummary { width: request.width, height: request.height, steps: request.steps, num_images: request.num_images };
         let mut handle = engine.submit(request)?;
         let (changed, _) = watch::channel(0);
@@ -271,16 +282,27 @@ impl JobRegistry {
             jobs.insert(record.id.as_str().to_string(), record.clone());
         }
         let pump = record.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
+            let mut images = 0u64;
             while let Some(event) = handle.events.recv().await {
                 let terminal = event.is_terminal();
+                images += u64::from(matches!(event, JobEvent::Image(_)));
                 pump.push(event);
                 if terminal {
-                    return;
+                    break;
                 }
             }
-            // The engine dropped the job without a terminal event (it stopped); say so.
-            pump.push(JobEvent::Failed(JobError::Internal("the engine stopped before finishing the job".into())));
+            if !pump.status().is_finished() {
+                // The engine dropped the job without a terminal event (it stopped); say so.
+                pump.push(JobEvent::Failed(JobError::Internal("the engine stopped before finishing the job".into())));
+            }
+            metrics.count_images(face, images);
+            metrics.count_job(face, match pump.status() {
+                JobStatus::Completed => Outcome::Completed,
+                JobStatus::Cancelled => Outcome::Cancelled,
+                _ => Outcome::Failed,
+            });
         });
         Ok(record)
     }
@@ -308,9 +330,17 @@ impl JobRegistry {
         self.len() == 0
     }
 
-    fn sweep(&self, jobs: &mut HashMap<String, Arc<JobRecord>>) {
-        let retention = self.retention;
+    fn sweep(&self, jobs: &mut HashMap<String, Arc<JobRecord>>) -> usize {
+        let (retention, before) = (self.retention, jobs.len());
         jobs.retain(|_, record| record.lock().finished_at.is_none_or(|at| at.elapsed() < retention));
+        before - jobs.len()
+    }
+}
+
+impl Expiring for JobRegistry {
+    fn sweep_expired(&self) -> usize {
+        let mut jobs = self.lock();
+        self.sweep(&mut jobs)
     }
 }
 
@@ -347,8 +377,8 @@ mod tests {
     #[tokio::test]
     async fn a_late_subscriber_replays_the_whole_history() {
         let engine = GenerationEngine::start(4, || Ok(CountingRunner));
-        let registry = JobRegistry::new(DEFAULT_RETENTION);
-        let record = registry.submit(&engine, request(3)).expect("accepted");
+        let registry = JobRegistry::new(DEFAULT_RETENTION, Arc::default());
+        let record = registry.submit(&engine, request(3), "test").expect("accepted");
         let first: Vec<_> = record.subscribe().collect().await;
         let late: Vec<_> = record.subscribe().collect().await;
         assert_eq!(first.len(), late.len());
@@ -360,8 +390,8 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_only_stream_cancels_the_job() {
         let engine = GenerationEngine::start(4, || Ok(CountingRunner));
-        let registry = JobRegistry::new(DEFAULT_RETENTION);
-        let record = registry.submit(&engine, request(10_000)).expect("accepted");
+        let registry = JobRegistry::new(DEFAULT_RETENTION, Arc::default());
+        let record = registry.submit(&engine, request(10_000), "test").expect("accepted");
         let mut stream = record.subscribe();
         while !matches!(stream.next().await.as_deref(), Some(JobEvent::Step { .. })) {}
         drop(stream);
@@ -372,10 +402,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_periodic_sweep_frees_finished_jobs_without_any_access() {
+        let engine = GenerationEngine::start(4, || Ok(CountingRunner));
+        let metrics = Arc::new(WorkerMetrics::new());
+        let registry = Arc::new(JobRegistry::new(Duration::from_millis(40), metrics));
+        let done = registry.submit(&engine, request(1), "test").expect("accepted");
+        let running = registry.submit(&engine, request(10_000), "test").expect("accepted");
+        assert_eq!(done.outcome().await.status, JobStatus::Completed);
+        let sweeper = crate::http::sweeper::spawn_periodic_sweep(&registry, Duration::from_millis(10), "test");
+        assert!(sweeper.is_some());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // `len` does not sweep: only the periodic task can have dropped the finished job.
+        assert_eq!(registry.len(), 1, "the finished job is gone, the unfinished one stays");
+        assert_eq!(registry.sweep_expired(), 0);
+        assert!(running.cancel());
+        engine.shutdown();
+    }
+
+    #[tokio::test]
     async fn only_the_latest_preview_is_kept_and_finished_jobs_expire() {
         let engine = GenerationEngine::start(4, || Ok(CountingRunner));
-        let registry = JobRegistry::new(Duration::from_millis(50));
-        let record = registry.submit(&engine, request(10_000)).expect("accepted");
+        let registry = JobRegistry::new(Duration::from_millis(50), Arc::default());
+        let record = registry.submit(&engine, request(10_000), "test").expect("accepted");
         let preview = |step| JobEvent::Preview(crate::backend::request::PreviewImage { step, total: 2, png: vec![], width: 1, height: 1 });
         record.push(preview(1));
         record.push(preview(2));

@@ -18,6 +18,7 @@ pub mod openai;
 pub mod openapi;
 pub mod request_id;
 pub mod sse;
+pub mod sweeper;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +37,9 @@ use crate::backend::request_limits::RequestLimits;
 use crate::config::Config;
 use crate::http::auth::ApiKeys;
 use crate::http::error::ApiError;
-use crate::http::job_registry::{JobRecord, JobRegistry, DEFAULT_RETENTION};
+use crate::http::job_registry::{JobRecord, JobRegistry};
+use crate::http::sweeper::{spawn_periodic_sweep, SWEEP_INTERVAL};
+use crate::metrics::{Outcome, WorkerMetrics};
 
 /// Largest request body: base64 init image plus mask for a 2048x2048 job fits comfortably.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -61,18 +64,27 @@ pub struct AppState {
     pub limits: Arc<RequestLimits>,
     /// The `--models-dir` library, for the faces' model/LoRA/VAE listings; `None` without one.
     pub library: Option<Arc<ModelLibrary>>,
+    /// What `/metrics` serves; the engine reports step and job times into it too.
+    pub metrics: Arc<WorkerMetrics>,
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
+    /// The state every face shares. Inside a tokio runtime this also starts the periodic sweep of
+    /// finished jobs (see [`sweeper`]).
     pub fn new(config: Config, engine: Arc<GenerationEngine>) -> Self {
+        let metrics = Arc::new(WorkerMetrics::new());
+        engine.set_observer(metrics.clone());
+        let jobs = Arc::new(JobRegistry::new(config.job_retention(), metrics.clone()));
+        spawn_periodic_sweep(&jobs, SWEEP_INTERVAL.min(config.job_retention()), "jobs");
         AppState {
             api_keys: ApiKeys::new(config.api_keys()),
             engine,
             config: Arc::new(config),
-            jobs: Arc::new(JobRegistry::new(DEFAULT_RETENTION)),
+            jobs,
             limits: Arc::new(RequestLimits::default()),
             library: None,
+            metrics,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -83,13 +95,24 @@ impl AppState {
         self
     }
 
-    /// Queue a validated request and start recording its events. 503 when the queue is full, the
-    /// model failed to load, or the worker is shutting down.
-    pub fn submit(&self, request: GenerationRequest) -> Result<Arc<JobRecord>, ApiError> {
+    /// Queue a validated request from `face` (its [`Face::name`]) and start recording its events.
+    /// 503 when the queue is full, the model failed to load, or the worker is shutting down; the
+    /// refusal is counted as a rejected job.
+    pub fn submit(&self, face: &'static str, request: GenerationRequest) -> Result<Arc<JobRecord>, ApiError> {
+        let submitted = self.try_submit(face, request);
+        if submitted.is_err() {
+            self.metrics.count_job(face, Outcome::Rejected);
+        }
+        submitted
+    }
+
+    /// [`Self::submit`] without counting a refusal: for a face that retries a full queue itself on
+    /// behalf of a call it already accepted (A1111's later batches).
+    pub fn try_submit(&self, face: &'static str, request: GenerationRequest) -> Result<Arc<JobRecord>, ApiError> {
         if self.is_draining() {
             return Err(ApiError::service_unavailable("SHUTTING_DOWN", "the worker is shutting down", None));
         }
-        Ok(self.jobs.submit(&self.engine, request)?)
+        Ok(self.jobs.submit(&self.engine, request, face)?)
     }
 
     /// Shutdown has begun: refuse new jobs, report `stopping`.

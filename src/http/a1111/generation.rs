@@ -235,7 +235,9 @@ pub struct RunResult {
 /// answers 503 with Retry-After, as a full queue should).
 async fn submit(state: &AppState, run: &ActiveRun, request: GenerationRequest, first: bool) -> Result<Option<Arc<crate::http::job_registry::JobRecord>>, A1111Error> {
     loop {
-        match state.submit(request.clone()) {
+        // Only the call's first job is a refusal the client sees; later batches wait their turn.
+        let submitted = if first { state.submit(super::FACE.name, request.clone()) } else { state.try_submit(super::FACE.name, request.clone()) };
+        match submitted {
             Ok(record) => return Ok(Some(record)),
             Err(e) if !first && e.code == "QUEUE_FULL" => {
                 if run.is_interrupted() {

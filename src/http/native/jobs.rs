@@ -76,7 +76,7 @@ pub async fn create_job(State(state): State<AppState>, body: Bytes) -> Result<Js
     let status = state.engine.status();
     let served = ServedModel { configured: &state.config.model, loaded: status.model_id.as_deref(), library: state.library.as_deref() };
     let request = parse_job_request(&body, &state.limits, &served)?;
-    let record = state.submit(request)?;
+    let record = state.submit(super::FACE.name, request)?;
     let job_id = record.id().to_string();
     tracing::info!(job_id, "job accepted");
     Ok(Json(JobCreated { sse_url: format!("/v1/jobs/{job_id}/stream"), job_id }))

@@ -3,6 +3,7 @@
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod metrics;
 pub mod operations;
 
 use axum::routing::{get, post};
@@ -21,6 +22,7 @@ pub const FACE: Face = Face { name: "native", router, openapi };
         health::health,
         health::ready,
         health::ready_alias,
+        metrics::metrics,
         jobs::create_job,
         jobs::stream_job,
         jobs::get_job,
@@ -45,7 +47,7 @@ pub const FACE: Face = Face { name: "native", router, openapi };
         health::ReadyResponse,
     )),
     tags(
-        (name = "health", description = "Liveness and readiness; never need an API key"),
+        (name = "health", description = "Liveness, readiness and Prometheus metrics; never need an API key"),
         (name = "jobs", description = "rbee native job API: submit an image operation, follow it over SSE, read or cancel it"),
     )
 )]
@@ -60,7 +62,8 @@ fn router(state: &AppState) -> Router<AppState> {
         .route("/", get(health::root))
         .route("/health", get(health::health))
         .route("/v1/ready", get(health::ready))
-        .route("/ready", get(health::ready_alias));
+        .route("/ready", get(health::ready_alias))
+        .route("/metrics", get(metrics::metrics));
     let jobs = Router::new()
         .route("/v1/jobs", post(jobs::create_job))
         .route("/v1/jobs/{job_id}", get(jobs::get_job).delete(jobs::cancel_job))

@@ -68,7 +68,7 @@ pub async fn run_image_request(
     let model = loaded_model(state)?;
     let job = plan(params, &model, &state.limits, &local_model_ids(state))?;
     let reply = job.reply;
-    let record = state.submit(job.request)?;
+    let record = state.submit(super::FACE.name, job.request)?;
     let created = chrono::Utc::now().timestamp();
     tracing::info!(job_id = %record.id(), family = ?reply.family, size = %reply.size_label(), stream = reply.stream, "openai image job accepted");
     if reply.stream {

@@ -27,7 +27,8 @@ use axum::routing::{get, post};
 use axum::{middleware, Extension, Router};
 use utoipa::OpenApi;
 
-use crate::http::openai::url_images::{UrlImageStore, MAX_STORED_BYTES, URL_LIFETIME};
+use crate::http::openai::url_images::{UrlImageStore, MAX_STORED_BYTES};
+use crate::http::sweeper::{spawn_periodic_sweep, SWEEP_INTERVAL};
 use crate::http::{AppState, Face};
 
 /// This face's entry in [`crate::http::FACES`].
@@ -88,7 +89,9 @@ fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 fn router(state: &AppState) -> Router<AppState> {
-    let shared = OpenAiShared { urls: UrlImageStore::new(URL_LIFETIME, MAX_STORED_BYTES), started_at: chrono::Utc::now().timestamp() };
+    let urls = UrlImageStore::new(state.config.image_url_ttl(), MAX_STORED_BYTES);
+    spawn_periodic_sweep(&urls, SWEEP_INTERVAL.min(state.config.image_url_ttl()), "url images");
+    let shared = OpenAiShared { urls, started_at: chrono::Utc::now().timestamp() };
     let mut protected = Router::new();
     for prefix in ["/v1", ""] {
         protected = protected

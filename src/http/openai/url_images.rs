@@ -1,6 +1,7 @@
 //! `response_format: url`: images kept in memory under unguessable 128-bit tokens for 60 minutes
-//! (OpenAI's validity), served without auth like OpenAI's pre-signed links, then forgotten.
-//! Total memory is capped: past the cap, the images closest to expiry go first.
+//! (OpenAI's validity; `--image-url-ttl-secs`), served without auth like OpenAI's pre-signed
+//! links, then forgotten (a periodic sweep frees them even when nobody asks again). Total memory
+//! is capped: past the cap, the images closest to expiry go first.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,6 +15,7 @@ use axum::Extension;
 
 use crate::http::openai::errors::{OpenAiError, OpenAiErrorBody};
 use crate::http::openai::OpenAiShared;
+use crate::http::sweeper::Expiring;
 
 /// How long a returned URL works (OpenAI: "valid for 60 minutes").
 pub const URL_LIFETIME: Duration = Duration::from_secs(60 * 60);
@@ -64,6 +66,15 @@ impl UrlImageStore {
         name
     }
 
+    /// Images kept now (expired ones included until the next sweep).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The image, its content type and how long it stays valid; `None` when unknown or expired.
     pub fn get(&self, name: &str) -> Option<(Bytes, &'static str, Duration)> {
         let mut images = self.lock();
@@ -76,6 +87,15 @@ impl UrlImageStore {
             }
             None => None,
         }
+    }
+}
+
+impl Expiring for UrlImageStore {
+    fn sweep_expired(&self) -> usize {
+        let mut images = self.lock();
+        let (now, before) = (Instant::now(), images.len());
+        images.retain(|_, image| image.expires_at > now);
+        before - images.len()
     }
 }
 
@@ -129,6 +149,18 @@ mod tests {
         assert!(store.get("0123.png").is_none());
         std::thread::sleep(Duration::from_millis(60));
         assert!(store.get(&name).is_none(), "expired");
+    }
+
+    #[tokio::test]
+    async fn the_periodic_sweep_frees_expired_images_nobody_asks_for() {
+        let store = UrlImageStore::new(Duration::from_millis(30), 1024);
+        store.put(vec![1], "image/png", "png");
+        store.put(vec![2], "image/png", "png");
+        assert_eq!(store.sweep_expired(), 0, "nothing expired yet");
+        let sweeper = crate::http::sweeper::spawn_periodic_sweep(&store, Duration::from_millis(10), "test");
+        assert!(sweeper.is_some());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(store.is_empty(), "{} images left", store.len());
     }
 
     #[test]
