@@ -219,6 +219,31 @@ impl LoraSpec {
     }
 }
 
+/// A1111's variation seed: the initial noise of each image is slerped from its seed's noise
+/// toward the subseed's. With `strength != 0` image `i` keeps the request's seed and uses
+/// `subseed + i` (A1111's `all_seeds` / `all_subseeds` rule); with 0 it uses `seed + i` as usual.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VariationSeed {
+    pub subseed: u64,
+    /// 0.0 = the seed's noise, 1.0 = the subseed's.
+    pub strength: f64,
+    /// A1111 `seed_resize_from_w/h` in pixels `(width, height)`: the seed's noise is drawn at
+    /// this size and pasted centred into the target-size noise, so a seed keeps its look at a
+    /// new size.
+    pub resize_from: Option<(u32, u32)>,
+}
+
+impl VariationSeed {
+    /// (seed, subseed) of image `index` of a request whose seed is `seed`.
+    pub fn image_seeds(&self, seed: u64, index: u32) -> (u64, u64) {
+        if self.strength != 0.0 {
+            (seed, self.subseed.wrapping_add(u64::from(index)))
+        } else {
+            (seed.wrapping_add(u64::from(index)), self.subseed.wrapping_add(u64::from(index)))
+        }
+    }
+}
+
 /// One request for images, whichever protocol it came from.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
@@ -243,6 +268,8 @@ pub struct GenerationRequest {
     pub sampler: SamplerKind,
     pub schedule: ScheduleKind,
     pub rng: RngKind,
+    /// Variation seed / seed resize (A1111 `subseed`, `subseed_strength`, `seed_resize_from_*`).
+    pub variation: Option<VariationSeed>,
     /// A1111 `CLIP_stop_at_last_layers`: 1 = last layer (no skip), 2 = penultimate, ...
     pub clip_skip: u32,
     pub init_image: Option<InitImage>,
@@ -252,6 +279,18 @@ pub struct GenerationRequest {
 }
 
 impl GenerationRequest {
+    /// (seed, subseed) of image `index` when the request's seed is `seed`: `seed + index`
+    /// without a variation strength, see [`VariationSeed::image_seeds`] otherwise.
+    pub fn image_seeds(&self, seed: u64, index: u32) -> (u64, Option<u64>) {
+        match &self.variation {
+            Some(v) => {
+                let (seed, subseed) = v.image_seeds(seed, index);
+                (seed, Some(subseed))
+            }
+            None => (seed.wrapping_add(u64::from(index)), None),
+        }
+    }
+
     /// A txt2img request with the engine's defaults for everything but the prompt.
     pub fn new(prompt: impl Into<String>) -> Self {
         GenerationRequest {
@@ -269,6 +308,7 @@ impl GenerationRequest {
             sampler: SamplerKind::Euler,
             schedule: ScheduleKind::Automatic,
             rng: RngKind::TorchCpu,
+            variation: None,
             clip_skip: 1,
             init_image: None,
             mask: None,

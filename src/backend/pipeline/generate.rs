@@ -11,7 +11,7 @@ use super::model::{Family, SdModel};
 use crate::backend::generation_engine::RunError;
 use crate::backend::image_io::{blur_mask, invert_mask, resize_mask, resize_rgb, ResizeMode};
 use crate::backend::request::{GenerationRequest, JobError, MaskImage, RgbImage};
-use crate::backend::rng::BatchNoise;
+use crate::backend::rng::{BatchNoise, ImageVariation};
 use crate::backend::samplers::{build_sampler, Sampler};
 
 /// Init image and mask resized to the request's size, the mask blurred/inverted as asked.
@@ -85,6 +85,9 @@ pub fn decode(model: &SdModel, latents: &Tensor) -> candle_core::Result<RgbImage
     tensor_to_rgb(&model.vae.decode(&unscaled)?)
 }
 
+/// Largest `seed_resize_from` side: the from-size noise is drawn in full, so it is bounded.
+const MAX_RESIZE_FROM: u32 = 8192;
+
 /// Check the request against the model that will run it (chosen by the runner beforehand).
 pub fn validate(req: &GenerationRequest, model: &SdModel) -> Result<(), RunError> {
     let multiple = model.size_multiple();
@@ -107,6 +110,17 @@ pub fn validate(req: &GenerationRequest, model: &SdModel) -> Result<(), RunError
             return Err(invalid("strength", "must be between 0 and 1".into()));
         }
     }
+    if let Some(variation) = &req.variation {
+        // A1111 accepts any strength (beyond 0..1 the slerp extrapolates); only NaN/∞ are nonsense.
+        if !variation.strength.is_finite() {
+            return Err(invalid("subseed_strength", "must be a finite number".into()));
+        }
+        if let Some((w, h)) = variation.resize_from {
+            if w == 0 || h == 0 || w > MAX_RESIZE_FROM || h > MAX_RESIZE_FROM {
+                return Err(invalid("seed_resize_from", format!("width and height must be between 1 and {MAX_RESIZE_FROM}")));
+            }
+        }
+    }
     if req.mask.is_some() && req.init_image.is_none() {
         return Err(invalid("mask", "a mask needs an init image to inpaint".into()));
     }
@@ -125,16 +139,54 @@ pub fn internal(e: impl std::fmt::Display) -> RunError {
     RunError::Failed(JobError::Internal(e.to_string()))
 }
 
-/// Denoise one image (its own generator seeded with `image_seed`) to its final latents.
+/// The seeds of one image: its generator's seed and, with a variation, its subseed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageSeeds {
+    pub seed: u64,
+    pub subseed: Option<u64>,
+}
+
+impl ImageSeeds {
+    /// An image without a variation seed.
+    pub fn plain(seed: u64) -> Self {
+        ImageSeeds { seed, subseed: None }
+    }
+
+    /// Image `index` of `req` when the job's base seed is `seed`.
+    pub fn of_image(req: &GenerationRequest, seed: u64, index: u32) -> Self {
+        let (seed, subseed) = req.image_seeds(seed, index);
+        ImageSeeds { seed, subseed }
+    }
+}
+
+/// One image's generator, its initial noise varied as the request's variation seed says.
+pub fn image_noise(model: &SdModel, req: &GenerationRequest, seeds: ImageSeeds) -> BatchNoise {
+    let noise = BatchNoise::new(req.rng, &[seeds.seed]);
+    let Some(variation) = req.variation else {
+        return noise;
+    };
+    let f = model.vae_scale_factor();
+    let resize_from = variation.resize_from.map(|(w, h)| ((h / f) as usize, (w / f) as usize));
+    let image = ImageVariation {
+        kind: req.rng,
+        seed: seeds.seed,
+        subseed: seeds.subseed.unwrap_or(variation.subseed),
+        strength: variation.strength,
+        resize_from,
+    };
+    noise.with_variations(vec![Some(image)])
+}
+
+/// Denoise one image (its own generator seeded with `seeds.seed`) to its final latents.
 pub fn generate_latents(
     model: &SdModel,
     req: &GenerationRequest,
     inputs: &PreparedInputs,
     cond: &TextConditioning,
-    image_seed: u64,
+    seeds: ImageSeeds,
     on_step: &mut StepCallback<'_>,
 ) -> Result<Tensor, RunError> {
-    let mut noise = BatchNoise::new(req.rng, &[image_seed]);
+    let mut noise = image_noise(model, req, seeds);
     let mut sampler = new_sampler(req, model)?;
     let prepared = prepare_latents(model, req, inputs, req.steps as usize, sampler.as_ref(), &mut noise).map_err(internal)?;
     match denoise(model, cond, req.cfg_scale, sampler.as_mut(), prepared, &mut noise, on_step) {

@@ -10,13 +10,13 @@ use candle_core::Tensor;
 
 use super::conditioning::{encode_prompts, PromptPair};
 use super::denoise::loop_len;
-use super::generate::{decode, generate_latents, internal, new_sampler, prepare_inputs, start_index, validate};
+use super::generate::{decode, generate_latents, internal, new_sampler, prepare_inputs, start_index, validate, ImageSeeds};
 use super::loading::ModelLoader;
 use super::model::{Family, SdModel};
 use super::resident::{ResidentModel, ResidentModels, VaeOverride};
 use crate::backend::generation_engine::{JobContext, JobRunner, ModelInfo, RunError};
 use crate::backend::image_io::{encode_image, encode_png};
-use crate::backend::infotext::{format_infotext, rng_label, InfotextFields};
+use crate::backend::infotext::{format_infotext, rng_label, InfotextFields, VariationSeed};
 use crate::backend::lora::{AppliedLora, LoraError, LoraFileCache, LoraTargets};
 use crate::backend::model_library::resolve::is_builtin_vae;
 use crate::backend::model_library::{CheckpointEntry, LibraryError, ModelLibrary};
@@ -328,7 +328,7 @@ impl JobRunner for SdRunner {
         .map_err(internal)?;
         ctx.check_cancelled()?;
         for index in 0..req.num_images {
-            let image_seed = seed.wrapping_add(u64::from(index));
+            let seeds = ImageSeeds::of_image(req, seed, index);
             let steps_before = index as usize * per_image;
             let factors = if model.family == Family::Sdxl { LatentRgbFactors::SDXL } else { LatentRgbFactors::SD15 };
             let mut on_step = |done: usize, _of: usize, latents: &Tensor| -> bool {
@@ -343,9 +343,9 @@ impl JobRunner for SdRunner {
                 }
                 !ctx.is_cancelled()
             };
-            let latents = generate_latents(model, req, &inputs, &cond, image_seed, &mut on_step)?;
+            let latents = generate_latents(model, req, &inputs, &cond, seeds, &mut on_step)?;
             let image = decode(model, &latents).map_err(internal)?;
-            let infotext = format_infotext(&infotext(ctx.request(), image_seed, &prepared, &unsupported));
+            let infotext = format_infotext(&infotext(ctx.request(), seeds, &prepared, &unsupported));
             let bytes = encode_image(&image, req.output_format, Some(&infotext)).map_err(|e| internal(e.to_string()))?;
             ctx.emit(JobEvent::Image(GeneratedImage {
                 index,
@@ -353,7 +353,7 @@ impl JobRunner for SdRunner {
                 format: req.output_format,
                 width: image.width,
                 height: image.height,
-                seed: image_seed,
+                seed: seeds.seed,
                 infotext,
                 warnings: prepared.warnings.clone(),
             }));
@@ -363,7 +363,7 @@ impl JobRunner for SdRunner {
     }
 }
 
-fn infotext(req: &GenerationRequest, seed: u64, prepared: &Prepared, unsupported: &[(String, String)]) -> InfotextFields {
+fn infotext(req: &GenerationRequest, seeds: ImageSeeds, prepared: &Prepared, unsupported: &[(String, String)]) -> InfotextFields {
     let mut fields = InfotextFields {
         prompt: req.prompt.clone(),
         negative_prompt: req.negative_prompt.clone(),
@@ -371,7 +371,7 @@ fn infotext(req: &GenerationRequest, seed: u64, prepared: &Prepared, unsupported
         sampler_name: req.sampler.a1111_name().to_string(),
         schedule_label: req.schedule.label().to_string(),
         cfg_scale: req.cfg_scale,
-        seed,
+        seed: seeds.seed,
         width: req.width,
         height: req.height,
         model_hash: prepared.model_hash.clone(),
@@ -379,10 +379,13 @@ fn infotext(req: &GenerationRequest, seed: u64, prepared: &Prepared, unsupported
         clip_skip: req.clip_skip,
         denoising_strength: req.init_image.as_ref().map(|i| i.strength),
         rng_label: rng_label(req.rng),
-        variation: None,
+        variation: req.variation.zip(seeds.subseed).map(|(v, subseed)| VariationSeed { seed: subseed, strength: v.strength }),
         extra: Vec::new(),
         version: Some(VERSION.to_string()),
     };
+    if let Some((w, h)) = req.variation.and_then(|v| v.resize_from) {
+        fields.set_extra("Seed resize from", format!("{w}x{h}"));
+    }
     for (key, value) in prepared.infotext_extra.iter().chain(unsupported) {
         fields.set_extra(key.clone(), value.clone());
     }

@@ -21,7 +21,7 @@ use super::samplers::{resolve, ResolvedSampler};
 use super::A1111Face;
 use crate::backend::generation_engine::{EngineState, ModelInfo};
 use crate::backend::image_io::{decode_rgb, encode_image, resize_rgb, DEFAULT_MAX_PIXELS};
-use crate::backend::request::{GeneratedImage, GenerationRequest, JobEvent};
+use crate::backend::request::{GeneratedImage, GenerationRequest, JobEvent, VariationSeed};
 use crate::backend::request_limits::RequestField;
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -55,21 +55,40 @@ pub fn fixed_seed(seed: i64) -> i64 {
 impl SeedPlan {
     pub fn new(seed: i64, subseed: i64, subseed_strength: f64, count: usize) -> Self {
         let (seed, subseed) = (fixed_seed(seed), fixed_seed(subseed));
-        // The engine gives image i of a job seed + i; with a variation strength A1111 keeps the
-        // main seed and varies the subseed instead, which needs variation-seed support in the
-        // engine. Until then the images get seed + i (what is really used is what is reported).
+        // With a variation strength A1111 keeps the main seed and varies the subseed instead
+        // (the engine's `VariationSeed::image_seeds` follows the same rule).
+        let seed_step = if subseed_strength == 0.0 { 1 } else { 0 };
         SeedPlan {
-            all_seeds: (0..count as i64).map(|i| seed.wrapping_add(i)).collect(),
+            all_seeds: (0..count as i64).map(|i| seed.wrapping_add(i * seed_step)).collect(),
             all_subseeds: (0..count as i64).map(|i| subseed.wrapping_add(i)).collect(),
             subseed_strength,
         }
     }
+}
 
-    /// The engine seed of the first image of batch `n`. Torch takes negative and big seeds
+impl PreparedCall {
+    /// The engine request for a job whose first image is image `first_image` of the call: its
+    /// seed, and its subseed when the call has a variation. Torch takes negative and big seeds
     /// modulo 2^64, so the two's-complement reinterpretation is the same generator state.
-    pub fn batch_seed(&self, batch: usize, batch_size: usize) -> u64 {
-        self.all_seeds.get(batch * batch_size).copied().unwrap_or(0) as u64
+    pub fn request_for(&self, first_image: usize) -> GenerationRequest {
+        let mut request = self.base.clone();
+        request.seed = self.seeds.all_seeds.get(first_image).map(|s| *s as u64);
+        if let (Some(variation), Some(subseed)) = (request.variation.as_mut(), self.seeds.all_subseeds.get(first_image)) {
+            variation.subseed = *subseed as u64;
+        }
+        request
     }
+}
+
+/// A1111's variation fields as the engine's [`VariationSeed`]: `None` when neither a strength
+/// nor a resize-from size (both sides > 0) is given.
+fn variation(seeds: &SeedPlan, resize_from_w: i64, resize_from_h: i64) -> Option<VariationSeed> {
+    let resize_from = (resize_from_w > 0 && resize_from_h > 0).then(|| (resize_from_w.min(i64::from(u32::MAX)) as u32, resize_from_h.min(i64::from(u32::MAX)) as u32));
+    (seeds.subseed_strength != 0.0 || resize_from.is_some()).then(|| VariationSeed {
+        subseed: seeds.all_subseeds.first().copied().unwrap_or(0) as u64,
+        strength: seeds.subseed_strength,
+        resize_from,
+    })
 }
 
 /// A call translated for the engine, before its images exist.
@@ -169,11 +188,8 @@ pub fn prepare(common: &ProcessingFields, state: &AppState, face: &A1111Face, mo
     }
     let sampler = resolve(common.sampler_request(), common.scheduler.as_deref());
     let seeds = SeedPlan::new(common.seed(), common.subseed(), common.subseed_strength(), (batch_size * n_iter) as usize);
-    if seeds.subseed_strength != 0.0 {
-        tracing::warn!("variation seeds (subseed_strength) are not supported by the engine yet; images use seed + i");
-    }
-    if common.seed_resize_from_w.unwrap_or(-1) > 0 || common.seed_resize_from_h.unwrap_or(-1) > 0 {
-        tracing::warn!("seed_resize_from_w/h are not supported by the engine yet; ignored");
+    if !seeds.subseed_strength.is_finite() {
+        return Err(A1111Error::bad_request("subseed_strength must be a finite number".to_string()));
     }
     if settings.eta_noise_seed_delta != 0 {
         tracing::warn!("eta_noise_seed_delta is not supported by the engine yet; ignored");
@@ -192,6 +208,7 @@ pub fn prepare(common: &ProcessingFields, state: &AppState, face: &A1111Face, mo
     base.sampler = sampler.sampler;
     base.schedule = sampler.schedule;
     base.rng = settings.rng;
+    base.variation = variation(&seeds, common.seed_resize_from_w.unwrap_or(-1), common.seed_resize_from_h.unwrap_or(-1));
     base.clip_skip = settings.clip_skip;
     base.output_format = settings.output_format;
     base.preview = settings.preview;
@@ -326,12 +343,23 @@ mod tests {
         let plan = SeedPlan::new(100, 7, 0.0, 4);
         assert_eq!(plan.all_seeds, vec![100, 101, 102, 103]);
         assert_eq!(plan.all_subseeds, vec![7, 8, 9, 10]);
-        assert_eq!(plan.batch_seed(1, 2), 102);
         let random = SeedPlan::new(-1, -1, 0.0, 2);
         assert!((0..4_294_967_294).contains(&random.all_seeds[0]));
         assert_eq!(random.all_seeds[1], random.all_seeds[0] + 1);
         assert!((0..4_294_967_294).contains(&random.all_subseeds[0]));
-        assert_eq!(SeedPlan::new(-5, 0, 0.0, 1).batch_seed(0, 1), (-5i64) as u64);
+        let varied = SeedPlan::new(100, 7, 0.5, 3);
+        assert_eq!(varied.all_seeds, vec![100, 100, 100]);
+        assert_eq!(varied.all_subseeds, vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn variation_needs_a_strength_or_both_resize_sides() {
+        let plain = SeedPlan::new(1, 7, 0.0, 2);
+        assert_eq!(variation(&plain, -1, -1), None);
+        assert_eq!(variation(&plain, 512, 0), None);
+        assert_eq!(variation(&plain, 512, 384), Some(VariationSeed { subseed: 7, strength: 0.0, resize_from: Some((512, 384)) }));
+        let varied = SeedPlan::new(1, 7, 0.25, 2);
+        assert_eq!(variation(&varied, 0, 0), Some(VariationSeed { subseed: 7, strength: 0.25, resize_from: None }));
     }
 
     #[test]

@@ -58,11 +58,7 @@ pub async fn txt2img(State(state): State<AppState>, Extension(face): Extension<A
     let call = prepare(&effective, &state, &face, &model)?;
     let guard = face.runs.register("scripts_txt2img", call.n_iter);
     let jobs = (0..call.n_iter)
-        .map(|batch| {
-            let mut request = call.base.clone();
-            request.seed = Some(call.seeds.batch_seed(batch as usize, call.batch_size as usize));
-            PlannedJob { batch, request }
-        })
+        .map(|batch| PlannedJob { batch, request: call.request_for(batch as usize * call.batch_size as usize) })
         .collect();
     let mut result = run_jobs(&state, &guard.run, jobs).await?;
     result.images = fit_to_output(std::mem::take(&mut result.images), &call)?;
