@@ -5,6 +5,7 @@ use candle_core::Tensor;
 
 use super::conditioning::TextConditioning;
 use super::denoise::{denoise, DenoiseError, StepCallback};
+use super::hires::validate_hires;
 use super::image_tensor::tensor_to_rgb;
 use super::latents::{self, img2img_start_index, PreparedLatents};
 use super::model::{Family, SdModel};
@@ -121,6 +122,9 @@ pub fn validate(req: &GenerationRequest, model: &SdModel) -> Result<(), RunError
             }
         }
     }
+    if let Some(hires) = &req.hires {
+        validate_hires(req, hires, model)?;
+    }
     if req.mask.is_some() && req.init_image.is_none() {
         return Err(invalid("mask", "a mask needs an init image to inpaint".into()));
     }
@@ -177,7 +181,47 @@ pub fn image_noise(model: &SdModel, req: &GenerationRequest, seeds: ImageSeeds) 
     noise.with_variations(vec![Some(image)])
 }
 
-/// Denoise one image (its own generator seeded with `seeds.seed`) to its final latents.
+/// How a denoising loop ended: all steps done, or stopped early by the step callback (cancel or
+/// interrupt; the caller knows which) with the latents reached so far.
+pub struct Denoised {
+    pub latents: Tensor,
+    pub stopped_early: bool,
+}
+
+/// [`denoise`] with its errors as the engine's.
+pub fn run_denoise(
+    model: &SdModel,
+    cond: &TextConditioning,
+    guidance_scale: f64,
+    sampler: &mut dyn Sampler,
+    prepared: PreparedLatents,
+    noise: &mut BatchNoise,
+    on_step: &mut StepCallback<'_>,
+) -> Result<Denoised, RunError> {
+    match denoise(model, cond, guidance_scale, sampler, prepared, noise, on_step) {
+        Ok(latents) => Ok(Denoised { latents, stopped_early: false }),
+        Err(DenoiseError::Stopped(latents)) => Ok(Denoised { latents, stopped_early: true }),
+        Err(DenoiseError::Tensor(e)) => Err(internal(e)),
+    }
+}
+
+/// Denoise one image (its own generator seeded with `seeds.seed`) as far as the step callback
+/// lets it.
+pub fn first_pass_latents(
+    model: &SdModel,
+    req: &GenerationRequest,
+    inputs: &PreparedInputs,
+    cond: &TextConditioning,
+    seeds: ImageSeeds,
+    on_step: &mut StepCallback<'_>,
+) -> Result<Denoised, RunError> {
+    let mut noise = image_noise(model, req, seeds);
+    let mut sampler = new_sampler(req, model)?;
+    let prepared = prepare_latents(model, req, inputs, req.steps as usize, sampler.as_ref(), &mut noise).map_err(internal)?;
+    run_denoise(model, cond, req.cfg_scale, sampler.as_mut(), prepared, &mut noise, on_step)
+}
+
+/// Denoise one image to its final latents (first pass only); stopping early is a cancel.
 pub fn generate_latents(
     model: &SdModel,
     req: &GenerationRequest,
@@ -186,12 +230,9 @@ pub fn generate_latents(
     seeds: ImageSeeds,
     on_step: &mut StepCallback<'_>,
 ) -> Result<Tensor, RunError> {
-    let mut noise = image_noise(model, req, seeds);
-    let mut sampler = new_sampler(req, model)?;
-    let prepared = prepare_latents(model, req, inputs, req.steps as usize, sampler.as_ref(), &mut noise).map_err(internal)?;
-    match denoise(model, cond, req.cfg_scale, sampler.as_mut(), prepared, &mut noise, on_step) {
-        Ok(latents) => Ok(latents),
-        Err(DenoiseError::Stopped) => Err(RunError::Cancelled),
-        Err(DenoiseError::Tensor(e)) => Err(internal(e)),
+    let denoised = first_pass_latents(model, req, inputs, cond, seeds, on_step)?;
+    if denoised.stopped_early {
+        return Err(RunError::Cancelled);
     }
+    Ok(denoised.latents)
 }

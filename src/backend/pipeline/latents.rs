@@ -28,7 +28,7 @@ pub struct PreparedLatents {
 
 /// Scaled latents of an image: `scaling * (posterior sample - shift)`, drawing the posterior
 /// noise from `noise` (one draw).
-fn encode_image(model: &SdModel, image: &RgbImage, noise: &mut BatchNoise) -> Result<Tensor> {
+pub fn encode_image(model: &SdModel, image: &RgbImage, noise: &mut BatchNoise) -> Result<Tensor> {
     encode_pixels(model, &rgb_to_tensor(image, &model.device, model.dtype)?, noise)
 }
 

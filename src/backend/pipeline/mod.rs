@@ -4,7 +4,9 @@
 pub mod conditioning;
 pub mod denoise;
 pub mod generate;
+pub mod hires;
 pub mod image_tensor;
+pub mod latent_upscale;
 pub mod latents;
 pub mod loading;
 pub mod model;

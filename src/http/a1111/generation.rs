@@ -133,7 +133,7 @@ pub async fn loaded_model(state: &AppState) -> Result<ModelInfo, A1111Error> {
 }
 
 /// The nearest positive multiple of `multiple` (ties go up).
-fn nearest_multiple(value: u32, multiple: u32) -> u32 {
+pub fn nearest_multiple(value: u32, multiple: u32) -> u32 {
     let m = multiple.max(1);
     (((value + m / 2) / m).max(1)) * m
 }
@@ -295,7 +295,12 @@ pub async fn run_jobs(state: &AppState, run: &ActiveRun, jobs: Vec<PlannedJob>) 
             return Err(e.into());
         }
         if cancelled && !run.take_skipped() {
-            // Interrupted, or cancelled by shutdown: A1111 answers with what it has.
+            // Cancelled by shutdown: A1111 answers with what it has.
+            result.interrupted = true;
+            break;
+        }
+        if run.is_interrupted() {
+            // The engine finished the interrupted job with the image it had.
             result.interrupted = true;
             break;
         }
@@ -315,23 +320,34 @@ fn rewrite_size(infotext: &str, from: (u32, u32), to: (u32, u32)) -> String {
     }
 }
 
-/// Give the client the size it asked for when the model needed another one: resize (Lanczos)
-/// and re-encode in the same format with the infotext's size corrected.
-pub fn fit_to_output(images: Vec<GeneratedImage>, call: &PreparedCall) -> Result<Vec<GeneratedImage>, A1111Error> {
-    let (width, height) = call.output_size;
+/// Give the client the size it asked for when the model needed another one: each image whose
+/// size is a generation size in `sizes` is resized (Lanczos) to its output size, and the
+/// infotext's `Size` (always the first pass's) is corrected; images are re-encoded only when
+/// something changed.
+pub fn fit_images(images: Vec<GeneratedImage>, call: &PreparedCall, sizes: &[((u32, u32), (u32, u32))]) -> Result<Vec<GeneratedImage>, A1111Error> {
     images
         .into_iter()
         .map(|image| {
-            if (image.width, image.height) == (width, height) {
+            let target = sizes.iter().find(|(generated, _)| *generated == (image.width, image.height)).map(|(_, output)| *output);
+            let (width, height) = target.unwrap_or((image.width, image.height));
+            let resize = (width, height) != (image.width, image.height);
+            if !resize && call.generation_size == call.output_size {
                 return Ok(image);
             }
-            let pixels = decode_rgb(&image.bytes, DEFAULT_MAX_PIXELS).map_err(|e| A1111Error::internal(e.to_string()))?;
-            let resized = resize_rgb(&pixels, width, height).map_err(|e| A1111Error::internal(e.to_string()))?;
+            let mut pixels = decode_rgb(&image.bytes, DEFAULT_MAX_PIXELS).map_err(|e| A1111Error::internal(e.to_string()))?;
+            if resize {
+                pixels = resize_rgb(&pixels, width, height).map_err(|e| A1111Error::internal(e.to_string()))?;
+            }
             let infotext = rewrite_size(&image.infotext, call.generation_size, call.output_size);
-            let bytes = encode_image(&resized, image.format, Some(&infotext)).map_err(|e| A1111Error::internal(e.to_string()))?;
+            let bytes = encode_image(&pixels, image.format, Some(&infotext)).map_err(|e| A1111Error::internal(e.to_string()))?;
             Ok(GeneratedImage { bytes, width, height, infotext, ..image })
         })
         .collect()
+}
+
+/// [`fit_images`] for a call without a hires pass.
+pub fn fit_to_output(images: Vec<GeneratedImage>, call: &PreparedCall) -> Result<Vec<GeneratedImage>, A1111Error> {
+    fit_images(images, call, &[(call.generation_size, call.output_size)])
 }
 
 #[cfg(test)]
