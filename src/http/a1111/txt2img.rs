@@ -43,6 +43,10 @@ pub async fn txt2img(State(state): State<AppState>, Extension(face): Extension<A
     let hires = hires_pass(&req, (effective.width(), effective.height()), call.base.cfg_scale, model.size_multiple)?;
     let mut sizes = vec![(call.generation_size, call.output_size)];
     if let Some((pass, output)) = &hires {
+        // The second pass runs at the upscaled size: it must fit the worker's size limits too.
+        let mut at_hires_size = call.base.clone();
+        (at_hires_size.width, at_hires_size.height) = (pass.width, pass.height);
+        state.limits.check(&at_hires_size).map_err(|v| A1111Error::bad_request(format!("the hires size {}x{}: {}", pass.width, pass.height, v.problem)))?;
         sizes.insert(0, (pass.output_size(), *output));
         call.base.hires = Some(pass.clone());
     }
