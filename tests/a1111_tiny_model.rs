@@ -142,3 +142,105 @@ async fn sd_model_checkpoint_switches_between_models_folder_checkpoints() {
     assert_eq!(post(&server.url("/sdapi/v1/refresh-checkpoints"), &json!({})).await, (200, Value::Null));
     server.stop().await;
 }
+
+fn first_image(response: &Value) -> image::RgbImage {
+    decode_png(response["images"][0].as_str().expect("b64"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn variation_seeds_mix_the_subseeds_noise() {
+    let server = TestServer::tiny(config(&[], 8)).await;
+    let url = server.url("/sdapi/v1/txt2img");
+    // Euler is deterministic after the initial noise, so the noise alone decides the image.
+    let body = |extra: Value| {
+        let mut b = json!({"prompt": "a red house", "steps": 3, "width": 64, "height": 64, "seed": 42, "sampler_name": "Euler"});
+        b.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        b
+    };
+    let (_, plain) = post(&url, &body(json!({}))).await;
+    let (_, zero) = post(&url, &body(json!({"subseed": 7, "subseed_strength": 0.0}))).await;
+    assert_eq!(first_image(&plain), first_image(&zero), "strength 0 is the seed's image");
+    let (_, seven) = post(&url, &body(json!({"seed": 7}))).await;
+    let (status, full) = post(&url, &body(json!({"subseed": 7, "subseed_strength": 1.0, "batch_size": 2}))).await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(first_image(&full), first_image(&seven), "strength 1 is the subseed's image");
+    let parsed = info(&full);
+    assert_eq!((parsed["all_seeds"].clone(), parsed["all_subseeds"].clone()), (json!([42, 42]), json!([7, 8])));
+    let infotext = parsed["infotexts"][1].as_str().expect("infotext");
+    assert!(infotext.contains("Seed: 42, Size: 64x64") && infotext.contains("Variation seed: 8, Variation seed strength: 1.0"), "{infotext}");
+    let (_, half) = post(&url, &body(json!({"subseed": 7, "subseed_strength": 0.5}))).await;
+    assert_ne!(first_image(&half), first_image(&plain));
+    assert_ne!(first_image(&half), first_image(&seven));
+    let (status, resized) = post(&url, &body(json!({"seed_resize_from_w": 32, "seed_resize_from_h": 48}))).await;
+    assert_eq!(status, 200, "{resized}");
+    assert!(info(&resized)["infotexts"][0].as_str().expect("infotext").contains("Seed resize from: 32x48"));
+    assert_ne!(first_image(&resized), first_image(&plain));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hires_fix_makes_a_larger_image_deterministically() {
+    let server = TestServer::tiny(config(&[], 8)).await;
+    let url = server.url("/sdapi/v1/txt2img");
+    let body = json!({"prompt": "a lighthouse", "steps": 3, "width": 64, "height": 64, "seed": 5, "enable_hr": true, "hr_scale": 2.0,
+                      "denoising_strength": 0.6, "hr_second_pass_steps": 2});
+    let (status, first) = post(&url, &body).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first_image(&first).dimensions(), (128, 128));
+    let (_, again) = post(&url, &body).await;
+    assert_eq!(first_image(&first), first_image(&again));
+    let parsed = info(&first);
+    assert_eq!((parsed["width"].clone(), parsed["height"].clone()), (json!(64), json!(64)));
+    assert_eq!(parsed["extra_generation_params"]["Hires upscale"], json!(2.0));
+    let infotext = parsed["infotexts"][0].as_str().expect("infotext");
+    assert!(
+        infotext.contains("Seed: 5, Size: 64x64") && infotext.contains("Denoising strength: 0.6, Hires upscale: 2.0, Hires steps: 2, Hires upscaler: Latent, Version: "),
+        "{infotext}"
+    );
+    let (_, png_info) = post(&server.url("/sdapi/v1/png-info"), &json!({"image": first["images"][0]})).await;
+    assert_eq!(png_info["parameters"]["Hires upscaler"], json!("Latent"));
+
+    // A pixel upscaler (decode, Lanczos, encode) and hr_resize_x with the aspect kept.
+    let pixel = json!({"prompt": "a lighthouse", "steps": 2, "width": 64, "height": 64, "seed": 5, "enable_hr": true, "hr_upscaler": "R-ESRGAN 4x+",
+                       "hr_resize_x": 96, "denoising_strength": 0.5});
+    let (status, resized) = post(&url, &pixel).await;
+    assert_eq!(status, 200, "{resized}");
+    assert_eq!(first_image(&resized).dimensions(), (96, 96));
+    let infotext = info(&resized)["infotexts"][0].as_str().expect("infotext").to_string();
+    assert!(infotext.contains("Hires resize: 96x0, Hires upscaler: R-ESRGAN 4x+"), "{infotext}");
+    // Every latent mode runs.
+    for mode in ["Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)", "Latent (nearest-exact)", "Nearest"] {
+        let (status, r) = post(&url, &json!({"prompt": "x", "steps": 1, "width": 64, "height": 64, "seed": 1, "enable_hr": true, "hr_scale": 1.5, "hr_upscaler": mode})).await;
+        assert_eq!(status, 200, "{mode}: {r}");
+        assert_eq!(first_image(&r).dimensions(), (96, 96), "{mode}");
+    }
+    let (status, _) = post(&url, &json!({"prompt": "x", "steps": 1, "enable_hr": true, "hr_upscaler": "Bogus"})).await;
+    assert_eq!(status, 500);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupt_returns_the_image_in_progress() {
+    let server = TestServer::tiny(config(&[], 8)).await;
+    let url = server.url("/sdapi/v1/txt2img");
+    let call = tokio::spawn(async move { post(&url, &json!({"prompt": "a boat", "steps": 150, "width": 64, "height": 64, "seed": 9, "batch_size": 2})).await });
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    loop {
+        let (_, p) = get(&server.url("/sdapi/v1/progress?skip_current_image=true")).await;
+        let step = p["state"]["sampling_step"].as_i64().unwrap_or(0);
+        if step > 0 {
+            assert!(step < 150, "the first image finished before the interrupt: {p}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no step: {p}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(post(&server.url("/sdapi/v1/interrupt"), &json!({})).await, (200, json!({})));
+    let (status, body) = tokio::time::timeout(TEST_TIMEOUT, call).await.expect("ends").expect("join");
+    assert_eq!(status, 200, "{body}");
+    let images = body["images"].as_array().expect("images");
+    assert_eq!(images.len(), 1, "the interrupted image, and no second one");
+    assert_eq!(first_image(&body).dimensions(), (64, 64));
+    assert!(info(&body)["infotexts"][0].as_str().expect("infotext").contains("Seed: 9"));
+    server.stop().await;
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use sd_worker_rbee::backend::pipeline::conditioning::{encode_prompts, PromptPair};
-use sd_worker_rbee::backend::pipeline::generate::{decode, generate_latents, new_sampler, prepare_inputs};
+use sd_worker_rbee::backend::pipeline::generate::{decode, generate_latents, new_sampler, prepare_inputs, ImageSeeds};
 use sd_worker_rbee::backend::pipeline::SdModel;
 use sd_worker_rbee::backend::request::{
     GenerationRequest, InitImage, MaskImage, MaskSpec, RgbImage, RngKind, SamplerKind, ScheduleKind,
@@ -79,7 +79,7 @@ fn run_case(case: &Case) {
         &PromptPair { prompt: &req.prompt, negative_prompt: &req.negative_prompt, clip_skip: 1, guidance_scale: req.cfg_scale, width: 64, height: 64, steps, ..Default::default() },
     )
     .expect("conditioning");
-    let latents = generate_latents(&model, &req, &inputs, &cond, 42, &mut |_, _, _| true).expect("generation");
+    let latents = generate_latents(&model, &req, &inputs, &cond, ImageSeeds::plain(42), &mut |_, _, _| true).expect("generation");
 
     let reference = &golden["latents.final"];
     let err = max_abs(&(latents.clone() - reference).expect("diff"));

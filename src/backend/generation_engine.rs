@@ -50,6 +50,16 @@ impl JobContext<'_> {
         self.job.cancel.is_cancelled()
     }
 
+    /// The job was interrupted: stop sampling, finish the image in hand, end normally.
+    pub fn is_interrupted(&self) -> bool {
+        self.job.cancel.is_interrupted()
+    }
+
+    /// Whether sampling should stop now (cancelled or interrupted).
+    pub fn should_stop(&self) -> bool {
+        self.is_cancelled() || self.is_interrupted()
+    }
+
     /// `Err(Cancelled)` once the job was cancelled: `ctx.check_cancelled()?` between steps.
     pub fn check_cancelled(&self) -> Result<(), RunError> {
         if self.is_cancelled() {
@@ -354,7 +364,21 @@ impl GenerationEngine {
         }
     }
 
-    /// Cancel whatever is running now (A1111 interrupt). Returns its id if there was one.
+    /// Interrupt a running job: it stops sampling, sends the image it has (decoded from its
+    /// current latents, flagged in the image's warnings) and ends `Done`. False when `id` is not
+    /// the running job.
+    pub fn interrupt(&self, id: &JobId) -> bool {
+        let running = self.running_cancel.lock().unwrap_or_else(|p| p.into_inner());
+        match running.as_ref() {
+            Some((running_id, token)) if running_id == id => {
+                token.interrupt();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Cancel whatever is running now. Returns its id if there was one.
     pub fn cancel_running(&self) -> Option<JobId> {
         let running = self.running_cancel.lock().unwrap_or_else(|p| p.into_inner());
         running.as_ref().map(|(id, token)| {
@@ -534,6 +558,9 @@ mod tests {
             let total = ctx.request().steps;
             ctx.emit(JobEvent::Started { seed: 1, total_steps: total });
             for step in 1..=total {
+                if ctx.is_interrupted() {
+                    return Ok(());
+                }
                 ctx.check_cancelled()?;
                 std::thread::sleep(self.step_time);
                 ctx.emit(JobEvent::Step { step, total });
@@ -596,6 +623,19 @@ mod tests {
         assert!(cancelled_at.elapsed() < Duration::from_secs(5));
         let mut next = engine.submit(request("next", 2)).expect("accepted");
         assert!(matches!(events_until_terminal(&mut next.events).last(), Some(JobEvent::Done)));
+        engine.shutdown();
+    }
+
+    #[test]
+    fn an_interrupted_job_ends_done_and_only_the_running_job_is_interrupted() {
+        let engine = engine(20, 4);
+        let mut long = engine.submit(request("long", 1000)).expect("accepted");
+        while !matches!(long.events.blocking_recv(), Some(JobEvent::Step { .. })) {}
+        assert!(!engine.interrupt(&JobId::new_random()));
+        assert!(engine.interrupt(&long.id));
+        let rest = events_until_terminal(&mut long.events);
+        assert!(matches!(rest.last(), Some(JobEvent::Done)), "{rest:?}");
+        assert!(rest.iter().filter(|e| matches!(e, JobEvent::Step { .. })).count() <= 1);
         engine.shutdown();
     }
 

@@ -219,6 +219,113 @@ impl LoraSpec {
     }
 }
 
+/// A1111's variation seed: the initial noise of each image is slerped from its seed's noise
+/// toward the subseed's. With `strength != 0` image `i` keeps the request's seed and uses
+/// `subseed + i` (A1111's `all_seeds` / `all_subseeds` rule); with 0 it uses `seed + i` as usual.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VariationSeed {
+    pub subseed: u64,
+    /// 0.0 = the seed's noise, 1.0 = the subseed's.
+    pub strength: f64,
+    /// A1111 `seed_resize_from_w/h` in pixels `(width, height)`: the seed's noise is drawn at
+    /// this size and pasted centred into the target-size noise, so a seed keeps its look at a
+    /// new size.
+    pub resize_from: Option<(u32, u32)>,
+}
+
+impl VariationSeed {
+    /// (seed, subseed) of image `index` of a request whose seed is `seed`.
+    pub fn image_seeds(&self, seed: u64, index: u32) -> (u64, u64) {
+        if self.strength != 0.0 {
+            (seed, self.subseed.wrapping_add(u64::from(index)))
+        } else {
+            (seed.wrapping_add(u64::from(index)), self.subseed.wrapping_add(u64::from(index)))
+        }
+    }
+}
+
+/// How a hires pass enlarges the first pass's latents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HiresUpscaler {
+    /// Interpolate the latents themselves (A1111's `Latent*` modes).
+    Latent(LatentInterpolation),
+    /// Decode, resize the image, encode again (A1111's pixel upscalers; ESRGAN-style models are
+    /// not available here, faces substitute one of these).
+    Image(ImageInterpolation),
+}
+
+/// `torch.nn.functional.interpolate` modes, as A1111's latent upscale modes use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LatentInterpolation {
+    /// "Latent": bilinear, align_corners=False.
+    Bilinear,
+    /// "Latent (antialiased)": bilinear with torch's antialias (a triangle filter widened when
+    /// shrinking; the same as `Bilinear` when enlarging).
+    BilinearAntialiased,
+    /// "Latent (bicubic)": bicubic (a = −0.75), align_corners=False.
+    Bicubic,
+    /// "Latent (bicubic antialiased)": torch's antialiased bicubic (a = −0.5, weights
+    /// renormalised at the borders, widened when shrinking).
+    BicubicAntialiased,
+    /// "Latent (nearest)": torch's legacy `nearest` (`floor(dst * in / out)`).
+    Nearest,
+    /// "Latent (nearest-exact)": `floor((dst + 0.5) * in / out)`.
+    NearestExact,
+}
+
+/// Pixel-space resize filters for [`HiresUpscaler::Image`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageInterpolation {
+    /// Pillow's LANCZOS (A1111's "Lanczos", and what "None" ends up doing).
+    Lanczos,
+    /// Pillow's NEAREST (A1111's "Nearest").
+    Nearest,
+}
+
+/// What a client asked the hires size to be, as A1111's infotext reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HiresSizeRequest {
+    /// `Hires upscale: 2.0`.
+    Scale(f64),
+    /// `Hires resize: WxH` (either side may be 0: keep the aspect ratio).
+    Resize(u32, u32),
+}
+
+/// A second, img2img-style pass at a larger size after a txt2img first pass (A1111's hires
+/// fix): the first pass's result is upscaled to `width`×`height`, centre-cropped to `crop_to`
+/// when given, noised with fresh noise from the same seeds to `denoising_strength`, and
+/// denoised for `steps` steps (0 = the first pass's steps) on a schedule of
+/// `int(steps / min(denoising_strength, 0.999))` steps, as A1111 does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HiresPass {
+    pub width: u32,
+    pub height: u32,
+    /// The final size, smaller than the upscaled one on at most one side (A1111 `hr_resize_x/y`
+    /// with another aspect ratio: cover, then crop). `None` = `width`×`height`.
+    pub crop_to: Option<(u32, u32)>,
+    pub steps: u32,
+    /// 0 < strength ≤ 1; 0 skips the second sampling (the upscaled result is decoded as is).
+    pub denoising_strength: f64,
+    pub upscaler: HiresUpscaler,
+    /// The upscaler's name for the infotext (`Hires upscaler`), as the face's client named it.
+    pub upscaler_name: String,
+    /// How the client asked for the size (infotext `Hires upscale` or `Hires resize`).
+    pub size_request: HiresSizeRequest,
+    /// `None` = the first pass's sampler / schedule / prompt / negative prompt / CFG scale.
+    pub sampler: Option<SamplerKind>,
+    pub schedule: Option<ScheduleKind>,
+    pub prompt: Option<String>,
+    pub negative_prompt: Option<String>,
+    pub cfg_scale: Option<f64>,
+}
+
+impl HiresPass {
+    /// The size the images come out at.
+    pub fn output_size(&self) -> (u32, u32) {
+        self.crop_to.unwrap_or((self.width, self.height))
+    }
+}
+
 /// One request for images, whichever protocol it came from.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
@@ -243,6 +350,8 @@ pub struct GenerationRequest {
     pub sampler: SamplerKind,
     pub schedule: ScheduleKind,
     pub rng: RngKind,
+    /// Variation seed / seed resize (A1111 `subseed`, `subseed_strength`, `seed_resize_from_*`).
+    pub variation: Option<VariationSeed>,
     /// A1111 `CLIP_stop_at_last_layers`: 1 = last layer (no skip), 2 = penultimate, ...
     /// SDXL ignores it unless `sdxl_clip_l_skip` is set, as in A1111.
     pub clip_skip: u32,
@@ -252,11 +361,25 @@ pub struct GenerationRequest {
     pub sdxl_clip_l_skip: bool,
     pub init_image: Option<InitImage>,
     pub mask: Option<MaskSpec>,
+    /// A hires second pass (txt2img only).
+    pub hires: Option<HiresPass>,
     pub output_format: OutputFormat,
     pub preview: PreviewPolicy,
 }
 
 impl GenerationRequest {
+    /// (seed, subseed) of image `index` when the request's seed is `seed`: `seed + index`
+    /// without a variation strength, see [`VariationSeed::image_seeds`] otherwise.
+    pub fn image_seeds(&self, seed: u64, index: u32) -> (u64, Option<u64>) {
+        match &self.variation {
+            Some(v) => {
+                let (seed, subseed) = v.image_seeds(seed, index);
+                (seed, Some(subseed))
+            }
+            None => (seed.wrapping_add(u64::from(index)), None),
+        }
+    }
+
     /// A txt2img request with the engine's defaults for everything but the prompt.
     pub fn new(prompt: impl Into<String>) -> Self {
         GenerationRequest {
@@ -274,10 +397,12 @@ impl GenerationRequest {
             sampler: SamplerKind::Euler,
             schedule: ScheduleKind::Automatic,
             rng: RngKind::TorchCpu,
+            variation: None,
             clip_skip: 1,
             sdxl_clip_l_skip: false,
             init_image: None,
             mask: None,
+            hires: None,
             output_format: OutputFormat::Png,
             preview: PreviewPolicy::None,
         }

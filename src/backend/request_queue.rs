@@ -37,17 +37,31 @@ impl From<&str> for JobId {
     }
 }
 
-/// Shared flag a face sets and the engine polls between steps.
+/// Shared flags a face sets and the engine polls between steps.
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken {
+    cancelled: Arc<AtomicBool>,
+    interrupted: Arc<AtomicBool>,
+}
 
 impl CancelToken {
+    /// Stop the job and throw away what it has (the job ends `Cancelled`).
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.cancelled.store(true, Ordering::SeqCst);
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Stop sampling and finish with what the job has (A1111 `/interrupt`: the current latents
+    /// are decoded and sent as the last image; the job ends `Done`).
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
     }
 }
 

@@ -116,6 +116,10 @@ impl JobRunner for FakeSd {
             let image_seed = seed.wrapping_add(u64::from(index));
             let image = Self::paint(&req, image_seed);
             for step in 1..=req.steps {
+                // An interrupt finishes the image in hand (as the real engine does).
+                if ctx.is_interrupted() {
+                    break;
+                }
                 ctx.check_cancelled()?;
                 std::thread::sleep(self.step_delay);
                 let done = index * req.steps + step;
@@ -140,6 +144,9 @@ impl JobRunner for FakeSd {
                 infotext,
                 warnings: Vec::new(),
             }));
+            if ctx.is_interrupted() {
+                break;
+            }
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use crate::backend::models::clip_text::ClipTextModel;
 use crate::backend::models::tensor_map::TensorMap;
 use crate::backend::models::test_support::{fixture, load_golden, max_abs_error};
 use crate::backend::pipeline::conditioning::{encode_prompts, PromptPair};
-use crate::backend::pipeline::generate::{generate_latents, prepare_inputs};
+use crate::backend::pipeline::generate::{generate_latents, prepare_inputs, ImageSeeds};
 use crate::backend::pipeline::model::SdModel;
 use crate::backend::request::{GenerationRequest, RngKind, SamplerKind};
 use crate::backend::samplers::scheduler_config::PredictionType;
@@ -81,7 +81,7 @@ fn latents(model: &SdModel, steps: u32) -> Tensor {
     let inputs = prepare_inputs(&req).unwrap();
     let pair = PromptPair { prompt: &req.prompt, negative_prompt: &req.negative_prompt, clip_skip: 1, guidance_scale: 7.5, width: 64, height: 64, steps: steps as usize, ..Default::default() };
     let cond = encode_prompts(model, &pair).unwrap();
-    generate_latents(model, &req, &inputs, &cond, 42, &mut |_, _, _| true).unwrap()
+    generate_latents(model, &req, &inputs, &cond, ImageSeeds::plain(42), &mut |_, _, _| true).unwrap()
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {

@@ -12,8 +12,8 @@ use crate::backend::samplers::Sampler;
 /// Why the loop stopped early.
 #[derive(Debug)]
 pub enum DenoiseError {
-    /// The step callback asked to stop (the job was cancelled).
-    Stopped,
+    /// The step callback asked to stop (cancel or interrupt), leaving these latents.
+    Stopped(Tensor),
     Tensor(candle_core::Error),
 }
 
@@ -68,7 +68,7 @@ pub fn denoise(
             latents = blend_known_region(sampler, &latents, mask, image_latents, first_noise, index, timesteps.len())?;
         }
         if !on_step(done + 1, total, &latents) {
-            return Err(DenoiseError::Stopped);
+            return Err(DenoiseError::Stopped(latents));
         }
     }
     Ok(latents)

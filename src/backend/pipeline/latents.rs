@@ -28,7 +28,7 @@ pub struct PreparedLatents {
 
 /// Scaled latents of an image: `scaling * (posterior sample - shift)`, drawing the posterior
 /// noise from `noise` (one draw).
-fn encode_image(model: &SdModel, image: &RgbImage, noise: &mut BatchNoise) -> Result<Tensor> {
+pub fn encode_image(model: &SdModel, image: &RgbImage, noise: &mut BatchNoise) -> Result<Tensor> {
     encode_pixels(model, &rgb_to_tensor(image, &model.device, model.dtype)?, noise)
 }
 
@@ -46,7 +46,7 @@ pub fn img2img_start_index(steps: usize, strength: f64, order: usize) -> usize {
 
 /// txt2img: noise × the sampler's initial sigma.
 pub fn txt2img(model: &SdModel, width: u32, height: u32, sampler: &dyn Sampler, noise: &mut BatchNoise) -> Result<PreparedLatents> {
-    let eps = noise.randn(&latent_dims(model, width, height), &model.device, model.dtype)?;
+    let eps = noise.initial_randn(&latent_dims(model, width, height), &model.device, model.dtype)?;
     let latents = (eps * sampler.init_noise_sigma())?;
     Ok(PreparedLatents { latents, start_index: 0, inpaint: None })
 }
@@ -55,7 +55,7 @@ pub fn txt2img(model: &SdModel, width: u32, height: u32, sampler: &dyn Sampler, 
 pub fn img2img(model: &SdModel, image: &RgbImage, strength: f64, steps: usize, sampler: &dyn Sampler, noise: &mut BatchNoise) -> Result<PreparedLatents> {
     let image_latents = encode_image(model, image, noise)?;
     let start_index = img2img_start_index(steps, strength, sampler.order());
-    let eps = noise.randn(image_latents.dims(), &model.device, model.dtype)?;
+    let eps = noise.initial_randn(image_latents.dims(), &model.device, model.dtype)?;
     let latents = sampler.add_noise(&image_latents, &eps, start_index)?;
     Ok(PreparedLatents { latents, start_index, inpaint: None })
 }
@@ -76,7 +76,7 @@ pub fn inpaint(
     // diffusers encodes the unmasked image first whenever it needs it: for a 4-channel UNet
     // (blending) or to start part-way (strength < 1).
     let image_latents = if !model.is_inpainting_model() || !full_strength { Some(encode_image(model, image, noise)?) } else { None };
-    let eps = noise.randn(&dims, &model.device, model.dtype)?;
+    let eps = noise.initial_randn(&dims, &model.device, model.dtype)?;
     let latents = match (&image_latents, full_strength) {
         (Some(img), false) => sampler.add_noise(img, &eps, start_index)?,
         _ => (&eps * sampler.init_noise_sigma())?,

@@ -4,8 +4,10 @@
 pub mod conditioning;
 pub mod denoise;
 pub mod generate;
+pub mod hires;
 pub mod image_tensor;
 pub mod job_embeddings;
+pub mod latent_upscale;
 pub mod latents;
 pub mod loading;
 pub mod model;

@@ -10,21 +10,23 @@ use candle_core::Tensor;
 
 use super::conditioning::{encode_prompts, PromptPair};
 use super::denoise::loop_len;
-use super::generate::{decode, generate_latents, internal, new_sampler, prepare_inputs, start_index, validate};
-use super::job_embeddings::job_embeddings;
+use super::conditioning::TextConditioning;
+use super::generate::{decode, first_pass_latents, internal, new_sampler, prepare_inputs, start_index, validate, ImageSeeds};
+use super::hires::{hires_latents, hires_loop_len};
+use super::job_embeddings::{job_embeddings, JobEmbeddings};
 use super::loading::ModelLoader;
 use super::model::{Family, SdModel};
 use super::resident::{ResidentModel, ResidentModels, VaeOverride};
 use crate::backend::generation_engine::{JobContext, JobRunner, ModelInfo, RunError};
 use crate::backend::image_io::{encode_image, encode_png};
-use crate::backend::infotext::{format_infotext, rng_label, InfotextFields};
+use crate::backend::infotext::{format_infotext, python_float_repr, rng_label, InfotextFields, VariationSeed};
 use crate::backend::lora::{AppliedLora, LoraError, LoraFileCache, LoraTargets};
 use crate::backend::model_library::resolve::is_builtin_vae;
 use crate::backend::model_library::{CheckpointEntry, LibraryError, ModelLibrary};
 use crate::backend::models::hub::ModelFormat;
 use crate::backend::preview::{latent_preview, LatentRgbFactors};
 use crate::backend::prompt::lora_tags::{extract_extra_networks, ExtractedPrompt};
-use crate::backend::request::{GeneratedImage, GenerationRequest, JobError, JobEvent, LoraSpec, PreviewImage, PreviewPolicy, RgbImage};
+use crate::backend::request::{GeneratedImage, GenerationRequest, HiresPass, HiresSizeRequest, JobError, JobEvent, LoraSpec, PreviewImage, PreviewPolicy, RgbImage};
 
 /// Written as the infotext's `Version`.
 const VERSION: &str = concat!("sd-worker-rbee v", env!("CARGO_PKG_VERSION"));
@@ -306,15 +308,26 @@ impl JobRunner for SdRunner {
         validate(req, model)?;
         let inputs = prepare_inputs(req)?;
         let seed = req.seed.unwrap_or_else(random_seed);
-        let (per_image, schedule_steps) = {
+        let (first_len, schedule_steps) = {
             let sampler = new_sampler(req, model)?;
             (loop_len(sampler.as_ref(), start_index(req, sampler.as_ref())), sampler.timesteps().len())
         };
-        let embeddings = job_embeddings(self.library.as_deref(), model, &[&extracted.prompt, &req.negative_prompt], schedule_steps);
+        // The hires pass may name embeddings of its own: load them with the first pass's.
+        let mut prompt_texts = vec![extracted.prompt.as_str(), req.negative_prompt.as_str()];
+        if let Some(hires) = &req.hires {
+            prompt_texts.extend(hires.prompt.as_deref());
+            prompt_texts.extend(hires.negative_prompt.as_deref());
+        }
+        let embeddings = job_embeddings(self.library.as_deref(), model, &prompt_texts, schedule_steps);
         prepared.warnings.extend(embeddings.warnings.iter().cloned());
         for warning in &prepared.warnings {
             tracing::warn!(job = %ctx.id(), "{warning}");
         }
+        let hires_len = match &req.hires {
+            Some(hires) => hires_loop_len(model, req, hires)?,
+            None => 0,
+        };
+        let per_image = first_len + hires_len;
         let total = (per_image * req.num_images as usize) as u32;
         ctx.emit(JobEvent::Started { seed, total_steps: total });
         let cond = encode_prompts(
@@ -335,36 +348,46 @@ impl JobRunner for SdRunner {
         if let Some(hashes) = embeddings.hashes(&cond.used_embeddings) {
             prepared.infotext_extra.push(("TI hashes".to_string(), hashes));
         }
+        let hires_cond = match &req.hires {
+            Some(hires) => Some(encode_hires_prompts(model, req, hires, &extracted.prompt, hires_len, &embeddings)?),
+            None => None,
+        };
         ctx.check_cancelled()?;
+        let factors = if model.family == Family::Sdxl { LatentRgbFactors::SDXL } else { LatentRgbFactors::SD15 };
         for index in 0..req.num_images {
-            let image_seed = seed.wrapping_add(u64::from(index));
+            // An interrupt ends the job after the image in hand; later images are not started.
+            if ctx.is_interrupted() {
+                break;
+            }
+            let seeds = ImageSeeds::of_image(req, seed, index);
             let steps_before = index as usize * per_image;
-            let factors = if model.family == Family::Sdxl { LatentRgbFactors::SDXL } else { LatentRgbFactors::SD15 };
-            let mut on_step = |done: usize, _of: usize, latents: &Tensor| -> bool {
-                let step = (steps_before + done) as u32;
-                ctx.emit(JobEvent::Step { step, total });
-                if let PreviewPolicy::EveryNSteps(n) = req.preview {
-                    if n > 0 && done.is_multiple_of(n as usize) && done < per_image {
-                        if let Some(preview) = make_preview(latents, &factors, req, step, total) {
-                            ctx.emit(JobEvent::Preview(preview));
-                        }
-                    }
-                }
-                !ctx.is_cancelled()
-            };
-            let latents = generate_latents(model, req, &inputs, &cond, image_seed, &mut on_step)?;
-            let image = decode(model, &latents).map_err(internal)?;
-            let infotext = format_infotext(&infotext(ctx.request(), image_seed, &prepared, &unsupported));
+            let progress = StepProgress { ctx, req, factors: &factors, total, image_end: steps_before + per_image };
+            let mut first = progress.reporter(steps_before);
+            let mut denoised = first_pass_latents(model, req, &inputs, &cond, seeds, &mut first)?;
+            if let (Some(hires), Some(hires_cond), false) = (&req.hires, &hires_cond, denoised.stopped_early) {
+                let mut second = progress.reporter(steps_before + first_len);
+                denoised = hires_latents(model, req, hires, &denoised.latents, hires_cond, seeds, &mut second)?;
+            }
+            let interrupted = denoised.stopped_early;
+            if interrupted && !ctx.is_interrupted() {
+                return Err(RunError::Cancelled);
+            }
+            let image = decode(model, &denoised.latents).map_err(internal)?;
+            let infotext = format_infotext(&infotext(ctx.request(), seeds, &prepared, &unsupported));
             let bytes = encode_image(&image, req.output_format, Some(&infotext)).map_err(|e| internal(e.to_string()))?;
+            let mut warnings = prepared.warnings.clone();
+            if interrupted {
+                warnings.push(INTERRUPTED_WARNING.to_string());
+            }
             ctx.emit(JobEvent::Image(GeneratedImage {
                 index,
                 bytes,
                 format: req.output_format,
                 width: image.width,
                 height: image.height,
-                seed: image_seed,
+                seed: seeds.seed,
                 infotext,
-                warnings: prepared.warnings.clone(),
+                warnings,
             }));
             ctx.check_cancelled()?;
         }
@@ -372,7 +395,99 @@ impl JobRunner for SdRunner {
     }
 }
 
-fn infotext(req: &GenerationRequest, seed: u64, prepared: &Prepared, unsupported: &[(String, String)]) -> InfotextFields {
+/// The warning an image made from an interrupted job's current latents carries.
+pub const INTERRUPTED_WARNING: &str = "interrupted: this image was decoded from the latents reached when sampling stopped";
+
+/// Reports each sampling step (and previews) of one image, counted over the whole job.
+struct StepProgress<'a, 'c> {
+    ctx: &'a JobContext<'c>,
+    req: &'a GenerationRequest,
+    factors: &'a LatentRgbFactors,
+    total: u32,
+    /// The job-wide step count when this image is done.
+    image_end: usize,
+}
+
+impl StepProgress<'_, '_> {
+    /// A step callback for a loop that starts after `steps_before` steps of the job; it asks the
+    /// loop to stop on cancel and on interrupt.
+    fn reporter(&self, steps_before: usize) -> impl FnMut(usize, usize, &Tensor) -> bool + '_ {
+        move |done: usize, _of: usize, latents: &Tensor| -> bool {
+            let step = (steps_before + done) as u32;
+            self.ctx.emit(JobEvent::Step { step, total: self.total });
+            if let PreviewPolicy::EveryNSteps(n) = self.req.preview {
+                if n > 0 && done.is_multiple_of(n as usize) && (step as usize) < self.image_end {
+                    if let Some(preview) = make_preview(latents, self.factors, self.req, step, self.total) {
+                        self.ctx.emit(JobEvent::Preview(preview));
+                    }
+                }
+            }
+            !self.ctx.should_stop()
+        }
+    }
+}
+
+/// The hires pass's conditioning: its own prompts when given (extra-network tags removed, as
+/// from the first prompt), at the hires size.
+fn encode_hires_prompts(
+    model: &SdModel,
+    req: &GenerationRequest,
+    hires: &HiresPass,
+    first_prompt: &str,
+    steps: usize,
+    embeddings: &JobEmbeddings,
+) -> Result<TextConditioning, RunError> {
+    let prompt = match &hires.prompt {
+        Some(text) => extract_extra_networks(text).map_err(|e| invalid("hires.prompt", e.to_string()))?.prompt,
+        None => first_prompt.to_string(),
+    };
+    let (width, height) = hires.output_size();
+    encode_prompts(
+        model,
+        &PromptPair {
+            prompt: &prompt,
+            negative_prompt: hires.negative_prompt.as_deref().unwrap_or(&req.negative_prompt),
+            clip_skip: req.clip_skip,
+            sdxl_clip_l_skip: req.sdxl_clip_l_skip,
+            guidance_scale: hires.cfg_scale.unwrap_or(req.cfg_scale),
+            width,
+            height,
+            steps: steps.max(1),
+            embeddings: &embeddings.embeddings,
+        },
+    )
+    .map_err(internal)
+}
+
+/// The infotext entries of a hires pass, in the order A1111 1.10 adds them.
+fn hires_infotext(fields: &mut InfotextFields, req: &GenerationRequest, hires: &HiresPass) {
+    if let Some(sampler) = hires.sampler.filter(|s| *s != req.sampler) {
+        fields.set_extra("Hires sampler", sampler.a1111_name());
+    }
+    if let Some(prompt) = hires.prompt.as_ref().filter(|p| **p != req.prompt) {
+        fields.set_extra("Hires prompt", prompt.clone());
+    }
+    if let Some(negative) = hires.negative_prompt.as_ref().filter(|n| **n != req.negative_prompt) {
+        fields.set_extra("Hires negative prompt", negative.clone());
+    }
+    if let Some(schedule) = hires.schedule.filter(|s| *s != req.schedule) {
+        fields.set_extra("Hires schedule type", schedule.label());
+    }
+    match hires.size_request {
+        HiresSizeRequest::Scale(scale) => fields.set_extra("Hires upscale", python_float_repr(scale)),
+        HiresSizeRequest::Resize(w, h) => fields.set_extra("Hires resize", format!("{w}x{h}")),
+    }
+    if hires.steps != 0 {
+        fields.set_extra("Hires steps", hires.steps.to_string());
+    }
+    fields.set_extra("Hires upscaler", hires.upscaler_name.clone());
+    if let Some(cfg) = hires.cfg_scale.filter(|c| *c != req.cfg_scale) {
+        // Forge's key for its `hr_cfg`.
+        fields.set_extra("Hires CFG Scale", python_float_repr(cfg));
+    }
+}
+
+fn infotext(req: &GenerationRequest, seeds: ImageSeeds, prepared: &Prepared, unsupported: &[(String, String)]) -> InfotextFields {
     let mut fields = InfotextFields {
         prompt: req.prompt.clone(),
         negative_prompt: req.negative_prompt.clone(),
@@ -380,18 +495,24 @@ fn infotext(req: &GenerationRequest, seed: u64, prepared: &Prepared, unsupported
         sampler_name: req.sampler.a1111_name().to_string(),
         schedule_label: req.schedule.label().to_string(),
         cfg_scale: req.cfg_scale,
-        seed,
+        seed: seeds.seed,
         width: req.width,
         height: req.height,
         model_hash: prepared.model_hash.clone(),
         model_name: Some(prepared.model_name.clone()),
         clip_skip: req.clip_skip,
-        denoising_strength: req.init_image.as_ref().map(|i| i.strength),
+        denoising_strength: req.init_image.as_ref().map(|i| i.strength).or(req.hires.as_ref().map(|h| h.denoising_strength)),
         rng_label: rng_label(req.rng),
-        variation: None,
+        variation: req.variation.zip(seeds.subseed).map(|(v, subseed)| VariationSeed { seed: subseed, strength: v.strength }),
         extra: Vec::new(),
         version: Some(VERSION.to_string()),
     };
+    if let Some((w, h)) = req.variation.and_then(|v| v.resize_from) {
+        fields.set_extra("Seed resize from", format!("{w}x{h}"));
+    }
+    if let Some(hires) = &req.hires {
+        hires_infotext(&mut fields, req, hires);
+    }
     for (key, value) in prepared.infotext_extra.iter().chain(unsupported) {
         fields.set_extra(key.clone(), value.clone());
     }

@@ -4,12 +4,15 @@
 
 use candle_core::{bail, DType, Device, Result, Tensor};
 
+use super::variation::ImageVariation;
 use super::{make_generator, NoiseGenerator, NoiseSource};
 use crate::backend::request::RngKind;
 
 /// One generator per image of a batch; every draw takes one image's worth from each, in order.
 pub struct BatchNoise {
     generators: Vec<Box<dyn NoiseGenerator>>,
+    /// Per image: the variation applied to its initial noise ([`Self::initial_randn`]).
+    variations: Vec<Option<ImageVariation>>,
 }
 
 impl BatchNoise {
@@ -24,7 +27,13 @@ impl BatchNoise {
     }
 
     pub fn from_generators(generators: Vec<Box<dyn NoiseGenerator>>) -> Self {
-        Self { generators }
+        Self { generators, variations: Vec::new() }
+    }
+
+    /// Vary image `i`'s initial noise with `variations[i]` (A1111 subseed / seed resize).
+    pub fn with_variations(mut self, variations: Vec<Option<ImageVariation>>) -> Self {
+        self.variations = variations;
+        self
     }
 
     /// Number of images (generators) in the batch.
@@ -48,6 +57,32 @@ impl BatchNoise {
         let mut values = Vec::with_capacity(batch * per_image);
         for generator in &mut self.generators {
             values.extend(generator.randn(per_image));
+        }
+        Tensor::from_vec(values, dims, device)?.to_dtype(dtype)
+    }
+}
+
+impl BatchNoise {
+    /// The initial latent noise (`[B, C, H, W]`): one [`Self::randn`] draw, each image's values
+    /// then varied as its [`ImageVariation`] says. Without variations this is `randn` exactly.
+    pub fn initial_randn(&mut self, dims: &[usize], device: &Device, dtype: DType) -> Result<Tensor> {
+        if self.variations.iter().all(Option::is_none) {
+            return self.randn(dims, device, dtype);
+        }
+        let &[batch, channels, height, width] = dims else {
+            bail!("varied initial noise needs a [B, C, H, W] shape, got {dims:?}");
+        };
+        if batch != self.generators.len() {
+            bail!("batch noise has {} generators but the requested shape {dims:?} has batch {batch}", self.generators.len());
+        }
+        let per_image = channels * height * width;
+        let mut values = Vec::with_capacity(batch * per_image);
+        for (index, generator) in self.generators.iter_mut().enumerate() {
+            let drawn = generator.randn(per_image);
+            match self.variations.get(index).copied().flatten() {
+                Some(variation) => values.extend(variation.apply(drawn, [channels, height, width])),
+                None => values.extend(drawn),
+            }
         }
         Tensor::from_vec(values, dims, device)?.to_dtype(dtype)
     }
@@ -93,6 +128,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn initial_noise_is_varied_per_image_and_later_draws_are_not() {
+        let kind = RngKind::Philox;
+        let variation = ImageVariation { kind, seed: 5, subseed: 9, strength: 1.0, resize_from: None };
+        let mut noise = BatchNoise::new(kind, &[5, 6]).with_variations(vec![Some(variation), None]);
+        let first = noise.initial_randn(&[2, 4, 3, 3], &Device::Cpu, DType::F32).unwrap();
+        let expected_varied: Vec<u32> = make_generator(kind, 9).randn(36).into_iter().map(f32::to_bits).collect();
+        let expected_plain: Vec<u32> = make_generator(kind, 6).randn(36).into_iter().map(f32::to_bits).collect();
+        assert_eq!(bits(&first.get(0).unwrap()), expected_varied);
+        assert_eq!(bits(&first.get(1).unwrap()), expected_plain);
+        let second = noise.randn(&[2, 4, 3, 3], &Device::Cpu, DType::F32).unwrap();
+        let mut lone = make_generator(kind, 5);
+        lone.randn(36);
+        assert_eq!(bits(&second.get(0).unwrap()), lone.randn(36).into_iter().map(f32::to_bits).collect::<Vec<_>>());
     }
 
     #[test]

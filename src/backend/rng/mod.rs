@@ -6,6 +6,7 @@ mod cephes;
 mod mt19937;
 pub mod philox;
 pub mod torch_cpu;
+pub mod variation;
 
 use candle_core::{Result, Tensor};
 
@@ -15,6 +16,7 @@ pub use batch::BatchNoise;
 pub use mt19937::Mt19937;
 pub use philox::PhiloxGenerator;
 pub use torch_cpu::{TorchCpuGenerator, TorchMath};
+pub use variation::ImageVariation;
 
 /// A generator of standard normals with torch's `randn` call semantics: one call of `n`
 /// elements consumes the generator exactly as `torch.randn(n)` (or the Philox equivalent) would.

@@ -21,7 +21,7 @@ use super::samplers::{resolve, ResolvedSampler};
 use super::A1111Face;
 use crate::backend::generation_engine::{EngineState, ModelInfo};
 use crate::backend::image_io::{decode_rgb, encode_image, resize_rgb, DEFAULT_MAX_PIXELS};
-use crate::backend::request::{GeneratedImage, GenerationRequest, JobEvent};
+use crate::backend::request::{GeneratedImage, GenerationRequest, JobEvent, VariationSeed};
 use crate::backend::request_limits::RequestField;
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -55,21 +55,40 @@ pub fn fixed_seed(seed: i64) -> i64 {
 impl SeedPlan {
     pub fn new(seed: i64, subseed: i64, subseed_strength: f64, count: usize) -> Self {
         let (seed, subseed) = (fixed_seed(seed), fixed_seed(subseed));
-        // The engine gives image i of a job seed + i; with a variation strength A1111 keeps the
-        // main seed and varies the subseed instead, which needs variation-seed support in the
-        // engine. Until then the images get seed + i (what is really used is what is reported).
+        // With a variation strength A1111 keeps the main seed and varies the subseed instead
+        // (the engine's `VariationSeed::image_seeds` follows the same rule).
+        let seed_step = if subseed_strength == 0.0 { 1 } else { 0 };
         SeedPlan {
-            all_seeds: (0..count as i64).map(|i| seed.wrapping_add(i)).collect(),
+            all_seeds: (0..count as i64).map(|i| seed.wrapping_add(i * seed_step)).collect(),
             all_subseeds: (0..count as i64).map(|i| subseed.wrapping_add(i)).collect(),
             subseed_strength,
         }
     }
+}
 
-    /// The engine seed of the first image of batch `n`. Torch takes negative and big seeds
+impl PreparedCall {
+    /// The engine request for a job whose first image is image `first_image` of the call: its
+    /// seed, and its subseed when the call has a variation. Torch takes negative and big seeds
     /// modulo 2^64, so the two's-complement reinterpretation is the same generator state.
-    pub fn batch_seed(&self, batch: usize, batch_size: usize) -> u64 {
-        self.all_seeds.get(batch * batch_size).copied().unwrap_or(0) as u64
+    pub fn request_for(&self, first_image: usize) -> GenerationRequest {
+        let mut request = self.base.clone();
+        request.seed = self.seeds.all_seeds.get(first_image).map(|s| *s as u64);
+        if let (Some(variation), Some(subseed)) = (request.variation.as_mut(), self.seeds.all_subseeds.get(first_image)) {
+            variation.subseed = *subseed as u64;
+        }
+        request
     }
+}
+
+/// A1111's variation fields as the engine's [`VariationSeed`]: `None` when neither a strength
+/// nor a resize-from size (both sides > 0) is given.
+fn variation(seeds: &SeedPlan, resize_from_w: i64, resize_from_h: i64) -> Option<VariationSeed> {
+    let resize_from = (resize_from_w > 0 && resize_from_h > 0).then(|| (resize_from_w.min(i64::from(u32::MAX)) as u32, resize_from_h.min(i64::from(u32::MAX)) as u32));
+    (seeds.subseed_strength != 0.0 || resize_from.is_some()).then(|| VariationSeed {
+        subseed: seeds.all_subseeds.first().copied().unwrap_or(0) as u64,
+        strength: seeds.subseed_strength,
+        resize_from,
+    })
 }
 
 /// A call translated for the engine, before its images exist.
@@ -114,7 +133,7 @@ pub async fn loaded_model(state: &AppState) -> Result<ModelInfo, A1111Error> {
 }
 
 /// The nearest positive multiple of `multiple` (ties go up).
-fn nearest_multiple(value: u32, multiple: u32) -> u32 {
+pub fn nearest_multiple(value: u32, multiple: u32) -> u32 {
     let m = multiple.max(1);
     (((value + m / 2) / m).max(1)) * m
 }
@@ -169,11 +188,8 @@ pub fn prepare(common: &ProcessingFields, state: &AppState, face: &A1111Face, mo
     }
     let sampler = resolve(common.sampler_request(), common.scheduler.as_deref());
     let seeds = SeedPlan::new(common.seed(), common.subseed(), common.subseed_strength(), (batch_size * n_iter) as usize);
-    if seeds.subseed_strength != 0.0 {
-        tracing::warn!("variation seeds (subseed_strength) are not supported by the engine yet; images use seed + i");
-    }
-    if common.seed_resize_from_w.unwrap_or(-1) > 0 || common.seed_resize_from_h.unwrap_or(-1) > 0 {
-        tracing::warn!("seed_resize_from_w/h are not supported by the engine yet; ignored");
+    if !seeds.subseed_strength.is_finite() {
+        return Err(A1111Error::bad_request("subseed_strength must be a finite number".to_string()));
     }
     if settings.eta_noise_seed_delta != 0 {
         tracing::warn!("eta_noise_seed_delta is not supported by the engine yet; ignored");
@@ -192,6 +208,7 @@ pub fn prepare(common: &ProcessingFields, state: &AppState, face: &A1111Face, mo
     base.sampler = sampler.sampler;
     base.schedule = sampler.schedule;
     base.rng = settings.rng;
+    base.variation = variation(&seeds, common.seed_resize_from_w.unwrap_or(-1), common.seed_resize_from_h.unwrap_or(-1));
     base.clip_skip = settings.clip_skip;
     base.sdxl_clip_l_skip = settings.sdxl_clip_l_skip;
     base.output_format = settings.output_format;
@@ -281,7 +298,12 @@ pub async fn run_jobs(state: &AppState, run: &ActiveRun, jobs: Vec<PlannedJob>) 
             return Err(e.into());
         }
         if cancelled && !run.take_skipped() {
-            // Interrupted, or cancelled by shutdown: A1111 answers with what it has.
+            // Cancelled by shutdown: A1111 answers with what it has.
+            result.interrupted = true;
+            break;
+        }
+        if run.is_interrupted() {
+            // The engine finished the interrupted job with the image it had.
             result.interrupted = true;
             break;
         }
@@ -301,23 +323,34 @@ fn rewrite_size(infotext: &str, from: (u32, u32), to: (u32, u32)) -> String {
     }
 }
 
-/// Give the client the size it asked for when the model needed another one: resize (Lanczos)
-/// and re-encode in the same format with the infotext's size corrected.
-pub fn fit_to_output(images: Vec<GeneratedImage>, call: &PreparedCall) -> Result<Vec<GeneratedImage>, A1111Error> {
-    let (width, height) = call.output_size;
+/// Give the client the size it asked for when the model needed another one: each image whose
+/// size is a generation size in `sizes` is resized (Lanczos) to its output size, and the
+/// infotext's `Size` (always the first pass's) is corrected; images are re-encoded only when
+/// something changed.
+pub fn fit_images(images: Vec<GeneratedImage>, call: &PreparedCall, sizes: &[((u32, u32), (u32, u32))]) -> Result<Vec<GeneratedImage>, A1111Error> {
     images
         .into_iter()
         .map(|image| {
-            if (image.width, image.height) == (width, height) {
+            let target = sizes.iter().find(|(generated, _)| *generated == (image.width, image.height)).map(|(_, output)| *output);
+            let (width, height) = target.unwrap_or((image.width, image.height));
+            let resize = (width, height) != (image.width, image.height);
+            if !resize && call.generation_size == call.output_size {
                 return Ok(image);
             }
-            let pixels = decode_rgb(&image.bytes, DEFAULT_MAX_PIXELS).map_err(|e| A1111Error::internal(e.to_string()))?;
-            let resized = resize_rgb(&pixels, width, height).map_err(|e| A1111Error::internal(e.to_string()))?;
+            let mut pixels = decode_rgb(&image.bytes, DEFAULT_MAX_PIXELS).map_err(|e| A1111Error::internal(e.to_string()))?;
+            if resize {
+                pixels = resize_rgb(&pixels, width, height).map_err(|e| A1111Error::internal(e.to_string()))?;
+            }
             let infotext = rewrite_size(&image.infotext, call.generation_size, call.output_size);
-            let bytes = encode_image(&resized, image.format, Some(&infotext)).map_err(|e| A1111Error::internal(e.to_string()))?;
+            let bytes = encode_image(&pixels, image.format, Some(&infotext)).map_err(|e| A1111Error::internal(e.to_string()))?;
             Ok(GeneratedImage { bytes, width, height, infotext, ..image })
         })
         .collect()
+}
+
+/// [`fit_images`] for a call without a hires pass.
+pub fn fit_to_output(images: Vec<GeneratedImage>, call: &PreparedCall) -> Result<Vec<GeneratedImage>, A1111Error> {
+    fit_images(images, call, &[(call.generation_size, call.output_size)])
 }
 
 #[cfg(test)]
@@ -329,12 +362,23 @@ mod tests {
         let plan = SeedPlan::new(100, 7, 0.0, 4);
         assert_eq!(plan.all_seeds, vec![100, 101, 102, 103]);
         assert_eq!(plan.all_subseeds, vec![7, 8, 9, 10]);
-        assert_eq!(plan.batch_seed(1, 2), 102);
         let random = SeedPlan::new(-1, -1, 0.0, 2);
         assert!((0..4_294_967_294).contains(&random.all_seeds[0]));
         assert_eq!(random.all_seeds[1], random.all_seeds[0] + 1);
         assert!((0..4_294_967_294).contains(&random.all_subseeds[0]));
-        assert_eq!(SeedPlan::new(-5, 0, 0.0, 1).batch_seed(0, 1), (-5i64) as u64);
+        let varied = SeedPlan::new(100, 7, 0.5, 3);
+        assert_eq!(varied.all_seeds, vec![100, 100, 100]);
+        assert_eq!(varied.all_subseeds, vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn variation_needs_a_strength_or_both_resize_sides() {
+        let plain = SeedPlan::new(1, 7, 0.0, 2);
+        assert_eq!(variation(&plain, -1, -1), None);
+        assert_eq!(variation(&plain, 512, 0), None);
+        assert_eq!(variation(&plain, 512, 384), Some(VariationSeed { subseed: 7, strength: 0.0, resize_from: Some((512, 384)) }));
+        let varied = SeedPlan::new(1, 7, 0.25, 2);
+        assert_eq!(variation(&varied, 0, 0), Some(VariationSeed { subseed: 7, strength: 0.25, resize_from: None }));
     }
 
     #[test]

@@ -85,12 +85,11 @@ fn plan_jobs(call: &PreparedCall, inputs: Inputs, strength: f64) -> Vec<PlannedJ
     let mut jobs = Vec::new();
     for batch in 0..call.n_iter {
         for (k, image) in inputs.images.iter().enumerate() {
-            let mut request = call.base.clone();
+            let first_image = batch as usize * call.batch_size as usize + k;
+            let mut request = call.request_for(first_image);
             if per_batch > 1 {
                 request.num_images = 1;
             }
-            let first_image = batch as usize * call.batch_size as usize + k;
-            request.seed = call.seeds.all_seeds.get(first_image).map(|s| *s as u64);
             request.init_image = Some(InitImage { image: image.clone(), strength });
             request.mask = inputs.mask.clone();
             jobs.push(PlannedJob { batch, request });

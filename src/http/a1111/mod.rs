@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod errors;
 pub mod generation;
+pub mod hires;
 pub mod img2img;
 pub mod img2img_inputs;
 pub mod infotext_fields;

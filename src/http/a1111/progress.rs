@@ -145,15 +145,19 @@ pub async fn progress(State(state): State<AppState>, Extension(face): Extension<
 }
 
 #[utoipa::path(post, path = "/sdapi/v1/interrupt", tag = "a1111",
-    responses((status = 200, description = "The running job stops within a step; its call answers 200 with the images done so far", body = Object)))]
+    responses((status = 200, description = "The running job stops within a step and decodes its current latents; its call answers 200 with the images so far, that one included", body = Object)))]
 pub async fn interrupt(State(state): State<AppState>, Extension(face): Extension<A1111Face>) -> Json<Value> {
     let running = state.engine.status().current.map(|c| c.id);
     let run = face.runs.interrupt(running.as_ref());
     // Cancel the engine job the current call is on (or whatever runs, as A1111's state is
     // global). Interrupting while idle does nothing, as in A1111.
+    // The job stops sampling and sends the image it has (its current latents, decoded), as
+    // A1111 does; a job still waiting in the queue is cancelled.
     let target = run.and_then(|r| r.state().engine_job).or(running);
     if let Some(job) = target {
-        state.engine.cancel(&job);
+        if !state.engine.interrupt(&job) {
+            state.engine.cancel(&job);
+        }
     }
     Json(json!({}))
 }

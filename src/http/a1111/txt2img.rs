@@ -1,35 +1,19 @@
-//! `POST /sdapi/v1/txt2img`.
-//!
-//! Hires fix: the fields are accepted and validated as A1111 validates them (an unknown
-//! `hr_upscaler` is A1111's 500), but the engine has no second pass yet, so the call runs the
-//! first pass only, logs that, and says nothing about hires in `info` or the infotext.
+//! `POST /sdapi/v1/txt2img`, with the hires fix (`enable_hr`) as the engine's second pass: see
+//! `hires.rs` for the sizes and upscaler names. The images come back at the hires size; `info`
+//! and the infotext keep the first pass's `Size` and add A1111's `Hires ...` entries.
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 
 use super::errors::{A1111Error, A1111ErrorBody, ValidationErrorBody};
-use super::generation::{fit_to_output, loaded_model, prepare, run_jobs, PlannedJob};
+use super::generation::{fit_images, loaded_model, prepare, run_jobs, PlannedJob};
+use super::hires::{check_hires, extra_params, hires_pass};
 use super::infotext_fields::parse_request;
-use super::lists::{BUILTIN_UPSCALERS, LATENT_UPSCALE_MODES};
 use super::request_model::Txt2ImgRequest;
 use super::response::{base_extra_params, encoded_images, info_json, InfoContext, Txt2ImgResponse};
 use super::A1111Face;
 use crate::http::AppState;
-
-/// A1111 checks the hires upscaler name before running (`could not find upscaler named X`).
-fn check_hires(req: &Txt2ImgRequest) -> Result<(), A1111Error> {
-    if req.enable_hr != Some(true) {
-        return Ok(());
-    }
-    let upscaler = req.hr_upscaler.as_deref().unwrap_or("Latent");
-    if !LATENT_UPSCALE_MODES.contains(&upscaler) && !BUILTIN_UPSCALERS.contains(&upscaler) {
-        return Err(A1111Error::exception(StatusCode::INTERNAL_SERVER_ERROR, "Exception", format!("could not find upscaler named {upscaler}")));
-    }
-    tracing::warn!("hires fix (enable_hr) is not supported by the engine yet; running the first pass only");
-    Ok(())
-}
 
 #[utoipa::path(post, path = "/sdapi/v1/txt2img", tag = "a1111",
     request_body(content = Txt2ImgRequest, description = "A1111's StableDiffusionProcessingTxt2Img; unknown keys are ignored"),
@@ -55,22 +39,28 @@ pub async fn txt2img(State(state): State<AppState>, Extension(face): Extension<A
     }
     check_hires(&req)?;
     let model = loaded_model(&state).await?;
-    let call = prepare(&effective, &state, &face, &model)?;
+    let mut call = prepare(&effective, &state, &face, &model)?;
+    let hires = hires_pass(&req, (effective.width(), effective.height()), call.base.cfg_scale, model.size_multiple)?;
+    let mut sizes = vec![(call.generation_size, call.output_size)];
+    if let Some((pass, output)) = &hires {
+        // The second pass runs at the upscaled size: it must fit the worker's size limits too.
+        let mut at_hires_size = call.base.clone();
+        (at_hires_size.width, at_hires_size.height) = (pass.width, pass.height);
+        state.limits.check(&at_hires_size).map_err(|v| A1111Error::bad_request(format!("the hires size {}x{}: {}", pass.width, pass.height, v.problem)))?;
+        sizes.insert(0, (pass.output_size(), *output));
+        call.base.hires = Some(pass.clone());
+    }
     let guard = face.runs.register("scripts_txt2img", call.n_iter);
     let jobs = (0..call.n_iter)
-        .map(|batch| {
-            let mut request = call.base.clone();
-            request.seed = Some(call.seeds.batch_seed(batch as usize, call.batch_size as usize));
-            PlannedJob { batch, request }
-        })
+        .map(|batch| PlannedJob { batch, request: call.request_for(batch as usize * call.batch_size as usize) })
         .collect();
     let mut result = run_jobs(&state, &guard.run, jobs).await?;
-    result.images = fit_to_output(std::mem::take(&mut result.images), &call)?;
-    let ctx = InfoContext {
-        job_timestamp: &guard.run.job_timestamp,
-        denoising_strength: effective.denoising_strength,
-        extra_generation_params: base_extra_params(&call),
-    };
+    result.images = fit_images(std::mem::take(&mut result.images), &call, &sizes)?;
+    let mut extra = base_extra_params(&call);
+    if let Some((pass, _)) = &hires {
+        extra_params(&mut extra, &req, pass);
+    }
+    let ctx = InfoContext { job_timestamp: &guard.run.job_timestamp, denoising_strength: effective.denoising_strength, extra_generation_params: extra };
     let info = info_json(&effective, &call, &result, &ctx)?;
     Ok(Json(Txt2ImgResponse { images: encoded_images(&result.images, req.common.send_images()), parameters: req, info }))
 }
