@@ -37,9 +37,6 @@ use crate::http::auth::ApiKeys;
 use crate::http::error::ApiError;
 use crate::http::job_registry::{JobRecord, JobRegistry, DEFAULT_RETENTION};
 
-/// Largest request body: base64 init image plus mask for a 2048x2048 job fits comfortably.
-pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-
 /// A protocol face: its routes and its part of the OpenAPI document.
 pub struct Face {
     pub name: &'static str,
@@ -67,10 +64,10 @@ impl AppState {
     pub fn new(config: Config, engine: Arc<GenerationEngine>) -> Self {
         AppState {
             api_keys: ApiKeys::new(config.api_keys()),
+            limits: Arc::new(config.request_limits()),
             engine,
             config: Arc::new(config),
             jobs: Arc::new(JobRegistry::new(DEFAULT_RETENTION)),
-            limits: Arc::new(RequestLimits::default()),
             library: None,
             draining: Arc::new(AtomicBool::new(false)),
         }
@@ -101,15 +98,17 @@ impl AppState {
     }
 }
 
-/// All faces, Swagger UI and the OpenAPI document, with request ids, CORS and the body limit.
+/// All faces, Swagger UI and the OpenAPI document, with request ids, CORS and the body limit
+/// (`--max-body-mib`, uploads included).
 pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.config.max_body_bytes();
     let mut app = Router::new();
     for face in FACES {
         tracing::debug!(face = face.name, "mounting face");
         app = app.merge((face.router)(&state));
     }
     app.merge(SwaggerUi::new(openapi::SWAGGER_UI_PATH).url(openapi::OPENAPI_JSON_PATH, openapi::document()))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CorsLayer::permissive())
         .layer(middleware::from_fn(request_id::tag_request))
         .with_state(state)

@@ -149,6 +149,7 @@ impl From<JobError> for A1111Error {
         match e {
             JobError::InvalidRequest { field, message } => A1111Error::bad_request(format!("{field}: {message}")),
             JobError::ModelUnavailable(message) => A1111Error::http(StatusCode::SERVICE_UNAVAILABLE, message),
+            JobError::TimedOut { .. } => A1111Error::http(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
             JobError::Internal(message) => A1111Error::internal(message),
         }
     }

@@ -434,10 +434,14 @@ fn from_inpaint(op: ImageInpaintRequest, limits: &RequestLimits, served: &Served
 fn check_limits(request: &GenerationRequest, limits: &RequestLimits, operation: &str) -> Result<(), ApiError> {
     limits.check(request).map_err(|v| {
         let field = match (v.field, operation) {
-            (RequestField::Width | RequestField::Height, "image_transform") => "input_image",
-            (RequestField::Width | RequestField::Height, "image_inpaint") => "init_image",
+            (RequestField::Width | RequestField::Height | RequestField::Pixels, "image_transform") => "input_image",
+            (RequestField::Width | RequestField::Height | RequestField::Pixels, "image_inpaint") => "init_image",
             (RequestField::Width, _) => "width",
             (RequestField::Height, _) => "height",
+            // Both sides make the area; the later one in the request is named.
+            (RequestField::Pixels, _) => "height",
+            (RequestField::Prompt, _) => "prompt",
+            (RequestField::NegativePrompt, _) => "negative_prompt",
             (RequestField::Steps, _) => "steps",
             (RequestField::CfgScale, _) => "guidance_scale",
             (RequestField::NumImages, _) => "num_images",

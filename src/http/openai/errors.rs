@@ -92,6 +92,12 @@ impl OpenAiError {
         OpenAiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
 
+    /// 504: the job ran past the worker's per-job time limit. Retrying the same job would time
+    /// out again, so the SDK is told not to.
+    pub fn timed_out(message: impl Into<String>) -> Self {
+        OpenAiError::new(StatusCode::GATEWAY_TIMEOUT, "server_error", message).with_code("timeout")
+    }
+
     /// 503 that clears up by itself (model loading): the SDK may retry after `retry_after_secs`.
     pub fn temporarily_unavailable(code: &str, message: impl Into<String>, retry_after_secs: u32) -> Self {
         OpenAiError {
@@ -160,6 +166,7 @@ impl From<&JobError> for OpenAiError {
                 OpenAiError::invalid_param(field.clone(), "invalid_value", format!("{field}: {message}"))
             }
             JobError::ModelUnavailable(_) => OpenAiError::unavailable("model_unavailable", e.to_string()),
+            JobError::TimedOut { .. } => OpenAiError::timed_out(e.to_string()),
             JobError::Internal(_) => OpenAiError::server_error(e.to_string()),
         }
     }

@@ -309,7 +309,9 @@ fn apply_extras(request: &mut GenerationRequest, extras: &SdExtras) -> Result<()
 fn check_limits(request: &GenerationRequest, limits: &RequestLimits) -> Result<(), OpenAiError> {
     limits.check(request).map_err(|v| {
         let param = match v.field {
-            RequestField::Width | RequestField::Height => "size",
+            RequestField::Width | RequestField::Height | RequestField::Pixels => "size",
+            RequestField::Prompt => "prompt",
+            RequestField::NegativePrompt => "negative_prompt",
             RequestField::Steps => "steps",
             RequestField::CfgScale => "cfg_scale",
             RequestField::NumImages => "n",
@@ -319,6 +321,7 @@ fn check_limits(request: &GenerationRequest, limits: &RequestLimits) -> Result<(
         let what = match v.field {
             RequestField::Width => "the generated width",
             RequestField::Height => "the generated height",
+            RequestField::Pixels => "the generated size",
             _ => param,
         };
         OpenAiError::invalid_param(param, "invalid_value", format!("{what} {} on this server", v.problem))
