@@ -13,9 +13,11 @@ pub mod auth;
 pub mod error;
 pub mod image_input;
 pub mod job_registry;
+pub mod json_body;
 pub mod native;
 pub mod openai;
 pub mod openapi;
+pub mod plain_errors;
 pub mod request_id;
 pub mod sse;
 
@@ -61,6 +63,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The middleware state that puts axum's own plain-text errors into a face's `shape`.
+    pub fn face_errors(&self, shape: plain_errors::ErrorShape) -> plain_errors::FaceErrors {
+        plain_errors::FaceErrors { shape, max_body_mib: self.config.max_body_mib }
+    }
+
     pub fn new(config: Config, engine: Arc<GenerationEngine>) -> Self {
         AppState {
             api_keys: ApiKeys::new(config.api_keys()),

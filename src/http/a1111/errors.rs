@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::backend::request::JobError;
 use crate::http::a1111::lax::LaxError;
 use crate::http::error::ApiError;
+use crate::http::json_body::JsonBodyError;
 
 /// A1111's error body for handled errors.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -118,6 +119,15 @@ impl A1111Error {
                 let msg = text.split(" at line ").next().unwrap_or(&text).to_string();
                 A1111Error::validation(loc, "type_error", &msg)
             }
+        }
+    }
+
+    /// A body serde_json refuses: a number beyond `f64` is a 422 naming its field, anything
+    /// else FastAPI's `value_error.jsondecode`.
+    pub fn from_json_body(error: &JsonBodyError) -> Self {
+        match &error.field {
+            Some(field) => A1111Error::validation(vec![Value::from(field.as_str())], "value_error.number", "number out of range"),
+            None => A1111Error::json_decode(&error.message),
         }
     }
 

@@ -238,7 +238,7 @@ pub async fn get_options(State(state): State<AppState>, Extension(face): Extensi
         (status = 500, description = "Unknown key (`KeyError`) or unknown checkpoint (`RuntimeError`)", body = A1111ErrorBody),
     ))]
 pub async fn set_options(State(state): State<AppState>, Extension(face): Extension<A1111Face>, body: Bytes) -> Result<Json<Value>, A1111Error> {
-    let value: Value = serde_json::from_slice(&body).map_err(|e| A1111Error::json_decode(&e.to_string()))?;
+    let value: Value = crate::http::json_body::parse_value(&body).map_err(|e| A1111Error::from_json_body(&e))?;
     let Value::Object(update) = value else {
         return Err(A1111Error::validation(Vec::new(), "type_error.dict", "value is not a valid dict"));
     };

@@ -135,7 +135,7 @@ pub async fn create_image_edit(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, OpenAiError> {
-    let form = read_form(multipart).await?;
+    let form = read_form(multipart, state.config.max_body_mib).await?;
     let max_pixels = state.limits.max_input_pixels;
     let params = off_runtime(move || parse_edit(&form, max_pixels)).await?;
     run_image_request(&state, &shared, &headers, params).await

@@ -103,8 +103,9 @@ impl CreateImageRequest {
 
 /// Parse a JSON body into endpoint-neutral parameters.
 pub fn parse_generation(body: &[u8]) -> Result<ImageParams, OpenAiError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        OpenAiError::invalid_request("invalid_json", format!("We could not parse the JSON body of your request ({e}); send a JSON object."))
+    let value = crate::http::json_body::parse_value(body).map_err(|e| match e.field {
+        Some(field) => OpenAiError::invalid_param(field.clone(), "invalid_value", format!("{field}: {}", e.message)),
+        None => OpenAiError::invalid_request("invalid_json", format!("We could not parse the JSON body of your request ({e}); send a JSON object.")),
     })?;
     if !value.is_object() {
         return Err(OpenAiError::invalid_request("invalid_json", "The request body must be a JSON object."));

@@ -77,7 +77,7 @@ pub async fn create_image_variation(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, OpenAiError> {
-    let form = read_form(multipart).await?;
+    let form = read_form(multipart, state.config.max_body_mib).await?;
     let max_pixels = state.limits.max_input_pixels;
     let params = off_runtime(move || parse_variation(&form, max_pixels)).await?;
     run_image_request(&state, &shared, &headers, params).await
