@@ -234,6 +234,7 @@ pub async fn get_options(State(state): State<AppState>, Extension(face): Extensi
     responses(
         (status = 200, description = "Set (A1111 answers `null`)", body = Option<Object>),
         (status = 400, description = "A value the worker cannot use", body = A1111ErrorBody),
+        (status = 413, description = "The body is over the worker's --max-body-mib", body = A1111ErrorBody),
         (status = 422, description = "The body is not a JSON object", body = ValidationErrorBody),
         (status = 500, description = "Unknown key (`KeyError`) or unknown checkpoint (`RuntimeError`)", body = A1111ErrorBody),
     ))]

@@ -139,12 +139,14 @@ pub fn parse_generation(body: &[u8]) -> Result<ImageParams, OpenAiError> {
                 `{\"type\":\"error\",\"error\":{...}}`. Closing the connection cancels the job.",
             content((ImagesResponse = "application/json"), (PartialImageEvent = "text/event-stream"))),
         (status = 400, description = "Invalid request; `error.param` names the field", body = OpenAiErrorBody),
+        (status = 413, description = "The body is over the worker's --max-body-mib", body = OpenAiErrorBody),
         (status = 401, description = "Missing or invalid API key (only with --api-key)", body = OpenAiErrorBody),
         (status = 404, description = "Unknown `model`", body = OpenAiErrorBody),
         (status = 429, description = "Queue full; see Retry-After", body = OpenAiErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
         (status = 500, description = "Generation failed (`x-should-retry: false`)", body = OpenAiErrorBody),
         (status = 503, description = "Model still loading (Retry-After), failed to load, or shutting down", body = OpenAiErrorBody),
+        (status = 504, description = "The job ran past the worker's --job-timeout", body = OpenAiErrorBody),
     ),
     security((), ("bearer" = [])))]
 pub async fn create_image(
