@@ -9,6 +9,17 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::backend::request_limits::{
+    RequestLimits, DEFAULT_MAX_IMAGES, DEFAULT_MAX_INPUT_PIXELS, DEFAULT_MAX_PIXELS, DEFAULT_MAX_PROMPT_CHARS, DEFAULT_MAX_SIDE, DEFAULT_MAX_STEPS,
+};
+
+/// Default largest request body: a base64 init image plus mask for a 2048² job fits comfortably.
+pub const DEFAULT_MAX_BODY_MIB: u32 = 64;
+
+/// Default per-job time limit: ample for any job within the default limits on a GPU, and an end
+/// to one that is stuck. CPU workers running big jobs raise it or pass 0.
+pub const DEFAULT_JOB_TIMEOUT_SECS: u64 = 3600;
+
 /// The model served when none is given: small, fast, and public on the Hugging Face Hub.
 pub const DEFAULT_MODEL: &str = "stabilityai/sd-turbo";
 
@@ -119,6 +130,39 @@ pub struct Config {
     /// Seconds an OpenAI `response_format: url` link stays valid (OpenAI's own links: 60 minutes).
     #[arg(long, env = "SD_WORKER_IMAGE_URL_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub image_url_ttl_secs: u64,
+    /// Largest width or height a job may ask for, in pixels.
+    #[arg(long, env = "SD_WORKER_MAX_SIDE", default_value_t = DEFAULT_MAX_SIDE, value_parser = clap::value_parser!(u32).range(64..=16384))]
+    pub max_side: u32,
+
+    /// Largest width × height a job may ask for, in pixels.
+    #[arg(long, env = "SD_WORKER_MAX_PIXELS", default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub max_pixels: u64,
+
+    /// Most sampling steps per image.
+    #[arg(long, env = "SD_WORKER_MAX_STEPS", default_value_t = DEFAULT_MAX_STEPS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_steps: u32,
+
+    /// Most images one request may ask for (`n`, `num_images`, `batch_size`).
+    #[arg(long, env = "SD_WORKER_MAX_IMAGES", default_value_t = DEFAULT_MAX_IMAGES, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_images: u32,
+
+    /// Longest prompt, and longest negative prompt, in characters.
+    #[arg(long, env = "SD_WORKER_MAX_PROMPT_CHARS", default_value_t = DEFAULT_MAX_PROMPT_CHARS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_prompt_chars: u32,
+
+    /// Largest request body in MiB, uploaded images included.
+    #[arg(long, env = "SD_WORKER_MAX_BODY_MIB", default_value_t = DEFAULT_MAX_BODY_MIB, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_body_mib: u32,
+
+    /// Largest decoded input image (init image, mask, upload) in pixels; refused from the image
+    /// header, before decoding, so a small compressed file cannot expand into gigabytes.
+    #[arg(long, env = "SD_WORKER_MAX_INPUT_PIXELS", default_value_t = DEFAULT_MAX_INPUT_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_input_pixels: u64,
+
+    /// Seconds a job may run (counted from when it starts, not while it waits) before it fails
+    /// as timed out; 0 = no limit.
+    #[arg(long = "job-timeout", env = "SD_WORKER_JOB_TIMEOUT", default_value_t = DEFAULT_JOB_TIMEOUT_SECS)]
+    pub job_timeout_secs: u64,
 
     #[arg(long, value_enum, env = "SD_WORKER_LOG_FORMAT", default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -149,6 +193,9 @@ impl std::fmt::Debug for Config {
             .field("cors_origins", &self.cors_origins)
             .field("job_retention_secs", &self.job_retention_secs)
             .field("image_url_ttl_secs", &self.image_url_ttl_secs)
+            .field("limits", &self.request_limits())
+            .field("max_body_mib", &self.max_body_mib)
+            .field("job_timeout_secs", &self.job_timeout_secs)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -188,6 +235,29 @@ impl Config {
         Duration::from_secs(self.image_url_ttl_secs)
     }
 
+    /// The request limits the faces enforce.
+    pub fn request_limits(&self) -> RequestLimits {
+        RequestLimits {
+            max_side: self.max_side,
+            max_pixels: self.max_pixels,
+            max_steps: self.max_steps,
+            max_images: self.max_images,
+            max_prompt_chars: self.max_prompt_chars,
+            max_input_pixels: self.max_input_pixels,
+            ..RequestLimits::default()
+        }
+    }
+
+    /// Largest request body in bytes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_mib as usize * 1024 * 1024
+    }
+
+    /// How long a job may run once started; `None` = no limit.
+    pub fn job_timeout(&self) -> Option<Duration> {
+        (self.job_timeout_secs > 0).then(|| Duration::from_secs(self.job_timeout_secs))
+    }
+
     /// A config with every default, for tests and embedding (ignores the environment).
     pub fn defaults() -> Self {
         Config {
@@ -208,6 +278,14 @@ impl Config {
             cors_origins: Vec::new(),
             job_retention_secs: 600,
             image_url_ttl_secs: 3600,
+            max_side: DEFAULT_MAX_SIDE,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_steps: DEFAULT_MAX_STEPS,
+            max_images: DEFAULT_MAX_IMAGES,
+            max_prompt_chars: DEFAULT_MAX_PROMPT_CHARS,
+            max_body_mib: DEFAULT_MAX_BODY_MIB,
+            max_input_pixels: DEFAULT_MAX_INPUT_PIXELS,
+            job_timeout_secs: DEFAULT_JOB_TIMEOUT_SECS,
             log_format: LogFormat::Pretty,
             build_info: false,
         }
@@ -277,6 +355,26 @@ mod tests {
         let defaults = Config::defaults();
         assert_eq!((defaults.job_retention(), defaults.image_url_ttl()), (Duration::from_secs(600), Duration::from_secs(3600)));
         assert!(Config::try_parse_from(["x", "--job-retention-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn limit_flags_reach_the_request_limits() {
+        let cfg = Config::try_parse_from([
+            "x", "--max-side", "64", "--max-pixels", "4096", "--max-steps", "2", "--max-images", "2", "--max-prompt-chars", "30",
+            "--max-body-mib", "1", "--max-input-pixels", "10000", "--job-timeout", "7",
+        ])
+        .expect("parses");
+        let limits = cfg.request_limits();
+        assert_eq!((limits.max_side, limits.max_pixels, limits.max_steps, limits.max_images), (64, 4096, 2, 2));
+        assert_eq!((limits.max_prompt_chars, limits.max_input_pixels), (30, 10000));
+        assert_eq!((cfg.max_body_bytes(), cfg.job_timeout()), (1024 * 1024, Some(Duration::from_secs(7))));
+        assert_eq!(Config::try_parse_from(["x", "--job-timeout", "0"]).expect("parses").job_timeout(), None);
+        assert!(Config::try_parse_from(["x", "--max-side", "32"]).is_err(), "below the smallest side");
+        assert!(Config::try_parse_from(["x", "--max-steps", "0"]).is_err());
+        let defaults = Config::try_parse_from(["x"]).expect("parses");
+        assert_eq!(defaults.request_limits(), RequestLimits::default());
+        assert_eq!(defaults.request_limits(), Config::defaults().request_limits());
+        assert_eq!((defaults.max_body_mib, defaults.job_timeout_secs), (Config::defaults().max_body_mib, Config::defaults().job_timeout_secs));
     }
 
     #[test]

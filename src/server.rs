@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::backend::generation_engine::GenerationEngine;
+use crate::backend::generation_engine::{EngineOptions, GenerationEngine};
 use crate::backend::model_library::{LibraryOptions, ModelLibrary};
 use crate::backend::models::hub::HubOptions;
 use crate::backend::pipeline::{load_runner, LoadOptions};
@@ -42,12 +42,17 @@ pub fn open_library(config: &Config) -> anyhow::Result<Option<Arc<ModelLibrary>>
     Ok(Some(library))
 }
 
+/// Queue capacity and per-job timeout, as configured.
+pub fn engine_options(config: &Config) -> EngineOptions {
+    EngineOptions { queue_capacity: config.queue_capacity as usize, job_timeout: config.job_timeout() }
+}
+
 /// Start the engine; the library is scanned and the default model loaded on its thread while
 /// the caller serves HTTP.
 pub fn start_engine(config: &Config, library: Option<Arc<ModelLibrary>>) -> Arc<GenerationEngine> {
     let (model, hub, ordinal) = (config.model.clone(), hub_options(config), config.device);
     let (max_resident, v_prediction) = (config.max_loaded_models as usize, config.prediction_type.v_prediction());
-    GenerationEngine::start(config.queue_capacity as usize, move || {
+    GenerationEngine::start_with(engine_options(config), move || {
         let device = open_device(ordinal)?;
         if let Some(library) = &library {
             library.refresh().map_err(|e| e.to_string())?;

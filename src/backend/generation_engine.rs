@@ -35,6 +35,8 @@ pub struct JobContext<'a> {
     observer: Option<Arc<dyn EngineObserver>>,
     /// When the running job began loading a model it switched to.
     loading_since: Mutex<Option<Instant>>,
+    /// When the per-job timeout ends this job (its clock starts when the engine takes it).
+    deadline: Option<Instant>,
 }
 
 impl JobContext<'_> {
@@ -46,8 +48,10 @@ impl JobContext<'_> {
         &self.job.request
     }
 
+    /// True once the job must stop: it was cancelled or ran past the per-job timeout. Runners
+    /// poll this between steps; the engine tells the two apart when the runner returns.
     pub fn is_cancelled(&self) -> bool {
-        self.job.cancel.is_cancelled()
+        self.job.cancel.is_cancelled() || self.is_past_deadline()
     }
 
     /// The job was interrupted: stop sampling, finish the image in hand, end normally.
@@ -55,12 +59,16 @@ impl JobContext<'_> {
         self.job.cancel.is_interrupted()
     }
 
-    /// Whether sampling should stop now (cancelled or interrupted).
+    /// Whether sampling should stop now (cancelled, timed out or interrupted).
     pub fn should_stop(&self) -> bool {
         self.is_cancelled() || self.is_interrupted()
     }
 
-    /// `Err(Cancelled)` once the job was cancelled: `ctx.check_cancelled()?` between steps.
+    fn is_past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    /// `Err(Cancelled)` once the job must stop: `ctx.check_cancelled()?` between steps.
     pub fn check_cancelled(&self) -> Result<(), RunError> {
         if self.is_cancelled() {
             Err(RunError::Cancelled)
@@ -279,6 +287,16 @@ impl EngineStatus {
     }
 }
 
+/// How the engine runs jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Jobs that may wait behind the running one.
+    pub queue_capacity: usize,
+    /// A job still running this long after it started stops at its next step and fails as timed
+    /// out; `None` = no limit.
+    pub job_timeout: Option<Duration>,
+}
+
 /// Handle to the running engine: submit jobs, cancel them, read status, shut down.
 pub struct GenerationEngine {
     queue: Arc<RequestQueue>,
@@ -312,14 +330,23 @@ pub enum SubmitError {
 }
 
 impl GenerationEngine {
-    /// Start the worker thread. `load` runs on that thread (the caller's listener is already up)
-    /// and builds the runner that owns the models.
+    /// Start the worker thread with no job timeout; see [`Self::start_with`].
     pub fn start<R, L>(queue_capacity: usize, load: L) -> Arc<Self>
     where
         R: JobRunner,
         L: FnOnce() -> Result<R, String> + Send + 'static,
     {
-        let queue = RequestQueue::new(queue_capacity);
+        Self::start_with(EngineOptions { queue_capacity, job_timeout: None }, load)
+    }
+
+    /// Start the worker thread. `load` runs on that thread (the caller's listener is already up)
+    /// and builds the runner that owns the models.
+    pub fn start_with<R, L>(options: EngineOptions, load: L) -> Arc<Self>
+    where
+        R: JobRunner,
+        L: FnOnce() -> Result<R, String> + Send + 'static,
+    {
+        let queue = RequestQueue::new(options.queue_capacity);
         let status = Arc::new(EngineStatus::new());
         let running_cancel = Arc::new(Mutex::new(None));
         let observer = Arc::new(ObserverSlot::default());
@@ -327,7 +354,7 @@ impl GenerationEngine {
             let (queue, status, running_cancel, observer) = (queue.clone(), status.clone(), running_cancel.clone(), observer.clone());
             std::thread::Builder::new()
                 .name("generation-engine".into())
-                .spawn(move || worker_loop(load, &queue, &status, &running_cancel, &observer))
+                .spawn(move || worker_loop(load, options.job_timeout, &queue, &status, &running_cancel, &observer))
                 .ok()
         };
         if worker.is_none() {
@@ -413,6 +440,7 @@ impl GenerationEngine {
 
 fn worker_loop<R, L>(
     load: L,
+    job_timeout: Option<Duration>,
     queue: &RequestQueue,
     status: &EngineStatus,
     running_cancel: &Mutex<Option<(JobId, CancelToken)>>,
@@ -472,14 +500,20 @@ fn worker_loop<R, L>(
             progress: Mutex::new(JobProgress::new(Instant::now(), job.request.steps)),
             observer: observer.get(),
             loading_since: Mutex::new(None),
+            deadline: job_timeout.map(|timeout| Instant::now() + timeout),
         };
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| runner.run(&ctx)))
             .unwrap_or_else(|p| Err(RunError::Failed(JobError::Internal(format!("panic: {}", panic_message(&p))))));
-        let (terminal, run_outcome) = match outcome {
-            Ok(()) if job.cancel.is_cancelled() => (JobEvent::Cancelled, RunOutcome::Cancelled),
-            Ok(()) => (JobEvent::Done, RunOutcome::Completed),
-            Err(RunError::Cancelled) => (JobEvent::Cancelled, RunOutcome::Cancelled),
-            Err(RunError::Failed(e)) => {
+        let (terminal, run_outcome) = match (outcome, job_timeout) {
+            (Ok(()), _) if job.cancel.is_cancelled() => (JobEvent::Cancelled, RunOutcome::Cancelled),
+            (Ok(()), _) => (JobEvent::Done, RunOutcome::Completed),
+            // The runner stopped without a cancel request: its deadline stopped it.
+            (Err(RunError::Cancelled), Some(timeout)) if !job.cancel.is_cancelled() && ctx.is_past_deadline() => {
+                tracing::warn!(timeout_secs = timeout.as_secs(), "job timed out");
+                (JobEvent::Failed(JobError::TimedOut { seconds: timeout.as_secs() }), RunOutcome::Failed)
+            }
+            (Err(RunError::Cancelled), _) => (JobEvent::Cancelled, RunOutcome::Cancelled),
+            (Err(RunError::Failed(e)), _) => {
                 tracing::warn!(error = %e, "job failed");
                 (JobEvent::Failed(e), RunOutcome::Failed)
             }
@@ -636,6 +670,27 @@ mod tests {
         let rest = events_until_terminal(&mut long.events);
         assert!(matches!(rest.last(), Some(JobEvent::Done)), "{rest:?}");
         assert!(rest.iter().filter(|e| matches!(e, JobEvent::Step { .. })).count() <= 1);
+        engine.shutdown();
+    }
+
+    #[test]
+    fn a_job_past_its_timeout_fails_at_its_next_step_and_its_clock_starts_when_it_runs() {
+        let engine = GenerationEngine::start_with(
+            EngineOptions { queue_capacity: 4, job_timeout: Some(Duration::from_millis(300)) },
+            || Ok(StepRunner { step_time: Duration::from_millis(20) }),
+        );
+        let mut long = engine.submit(request("long", 1000)).expect("accepted");
+        // Waits ~300 ms behind `long`, then needs ~200 ms of its own: within its own timeout.
+        let mut queued = engine.submit(request("short", 10)).expect("accepted");
+        let started = Instant::now();
+        let events = events_until_terminal(&mut long.events);
+        assert!(
+            matches!(events.last(), Some(JobEvent::Failed(e @ JobError::TimedOut { seconds: 0 })) if e.to_string().contains("timed out after 0 s")),
+            "{:?}",
+            events.last()
+        );
+        assert!(started.elapsed() < Duration::from_secs(3), "stopped at a step, not at the end");
+        assert!(matches!(events_until_terminal(&mut queued.events).last(), Some(JobEvent::Done)));
         engine.shutdown();
     }
 

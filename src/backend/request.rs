@@ -447,6 +447,9 @@ pub enum JobError {
     /// The model could not be loaded or is not available.
     #[error("model unavailable: {0}")]
     ModelUnavailable(String),
+    /// The job ran longer than the worker's per-job limit (`--job-timeout`) and was stopped.
+    #[error("the job timed out after {seconds} s (the worker's per-job time limit)")]
+    TimedOut { seconds: u64 },
     /// Something broke inside generation (a tensor error, a panic).
     #[error("generation failed: {0}")]
     Internal(String),

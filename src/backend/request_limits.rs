@@ -14,6 +14,10 @@ pub enum RequestField {
     NumImages,
     Strength,
     ClipSkip,
+    /// Width × height together (each side may be fine on its own).
+    Pixels,
+    Prompt,
+    NegativePrompt,
 }
 
 /// What is wrong with one field; `problem` reads after the field name ("must be ..., got ...").
@@ -24,17 +28,34 @@ pub struct LimitViolation {
     pub problem: String,
 }
 
+/// Default largest width or height (A1111's UI slider maximum).
+pub const DEFAULT_MAX_SIDE: u32 = 2048;
+/// Default largest width × height: 2 MiP holds SDXL's 1024² and its wide buckets, while a
+/// 2048² job (whose attention alone needs many GiB) has to be allowed explicitly.
+pub const DEFAULT_MAX_PIXELS: u64 = 2048 * 1024;
+pub const DEFAULT_MAX_STEPS: u32 = 150;
+pub const DEFAULT_MAX_IMAGES: u32 = 8;
+/// Default longest prompt (and negative prompt), in characters: far beyond what CLIP's 75-token
+/// chunks make useful, short enough that tokenizing and prompt parsing stay cheap.
+pub const DEFAULT_MAX_PROMPT_CHARS: u32 = 10_000;
+/// Default largest decoded input image: 16 MiP, 48 MiB as RGB.
+pub const DEFAULT_MAX_INPUT_PIXELS: u64 = 4096 * 4096;
+
 /// Bounds on requests. Defaults follow A1111's UI limits, which clients already know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestLimits {
     pub min_side: u32,
     pub max_side: u32,
+    /// Largest width × height.
+    pub max_pixels: u64,
     /// Width and height must be multiples of this (the VAE and UNet downsample by 8).
     pub side_multiple: u32,
     pub max_steps: u32,
     pub max_images: u32,
     pub max_cfg_scale: f64,
     pub max_clip_skip: u32,
+    /// Longest prompt and negative prompt, in characters (Unicode scalar values).
+    pub max_prompt_chars: u32,
     /// Largest decoded input image (init image or mask), to refuse decompression bombs.
     pub max_input_pixels: u64,
 }
@@ -43,13 +64,15 @@ impl Default for RequestLimits {
     fn default() -> Self {
         RequestLimits {
             min_side: 64,
-            max_side: 2048,
+            max_side: DEFAULT_MAX_SIDE,
+            max_pixels: DEFAULT_MAX_PIXELS,
             side_multiple: 8,
-            max_steps: 150,
-            max_images: 8,
+            max_steps: DEFAULT_MAX_STEPS,
+            max_images: DEFAULT_MAX_IMAGES,
             max_cfg_scale: 30.0,
             max_clip_skip: 12,
-            max_input_pixels: 4096 * 4096,
+            max_prompt_chars: DEFAULT_MAX_PROMPT_CHARS,
+            max_input_pixels: DEFAULT_MAX_INPUT_PIXELS,
         }
     }
 }
@@ -59,6 +82,15 @@ impl RequestLimits {
     pub fn check(&self, req: &GenerationRequest) -> Result<(), LimitViolation> {
         self.check_side(RequestField::Width, req.width)?;
         self.check_side(RequestField::Height, req.height)?;
+        let pixels = u64::from(req.width) * u64::from(req.height);
+        if pixels > self.max_pixels {
+            return Err(violation(
+                RequestField::Pixels,
+                format!("must be at most {} pixels (width × height), got {}x{} = {pixels}", self.max_pixels, req.width, req.height),
+            ));
+        }
+        self.check_text(RequestField::Prompt, &req.prompt)?;
+        self.check_text(RequestField::NegativePrompt, &req.negative_prompt)?;
         if req.steps == 0 || req.steps > self.max_steps {
             return Err(violation(RequestField::Steps, format!("must be between 1 and {}, got {}", self.max_steps, req.steps)));
         }
@@ -85,6 +117,15 @@ impl RequestLimits {
         }
         if !value.is_multiple_of(self.side_multiple) {
             return Err(violation(field, format!("must be a multiple of {}, got {value}", self.side_multiple)));
+        }
+        Ok(())
+    }
+
+    fn check_text(&self, field: RequestField, text: &str) -> Result<(), LimitViolation> {
+        // Counting stops one past the limit: a huge prompt costs no more than an allowed one.
+        let chars = text.chars().take(self.max_prompt_chars as usize + 1).count();
+        if chars > self.max_prompt_chars as usize {
+            return Err(violation(field, format!("must be at most {} characters, got {}", self.max_prompt_chars, text.chars().count())));
         }
         Ok(())
     }
@@ -129,6 +170,25 @@ mod tests {
         let mut req = GenerationRequest::new("x");
         req.cfg_scale = f64::NAN;
         assert_eq!(RequestLimits::default().check(&req).map_err(|e| e.field), Err(RequestField::CfgScale));
+    }
+
+    #[test]
+    fn total_pixels_and_prompt_length_are_bounded() {
+        let limits = RequestLimits { max_pixels: 512 * 256, max_prompt_chars: 5, ..RequestLimits::default() };
+        let mut req = GenerationRequest::new("héllo");
+        req.width = 512;
+        req.height = 256;
+        assert_eq!(limits.check(&req), Ok(()), "5 characters (6 bytes) and exactly max_pixels are allowed");
+        req.height = 264;
+        let err = limits.check(&req).expect_err("too many pixels");
+        assert_eq!(err.field, RequestField::Pixels);
+        assert!(err.problem.contains("512x264 = 135168"), "{}", err.problem);
+        req.height = 256;
+        req.negative_prompt = "x".repeat(6);
+        let err = limits.check(&req).expect_err("negative prompt too long");
+        assert_eq!((err.field, err.problem.as_str()), (RequestField::NegativePrompt, "must be at most 5 characters, got 6"));
+        req.prompt = "toolong".into();
+        assert_eq!(limits.check(&req).map_err(|e| e.field), Err(RequestField::Prompt));
     }
 
     #[test]

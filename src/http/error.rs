@@ -97,6 +97,7 @@ pub fn job_error_code(e: &JobError) -> &'static str {
     match e {
         JobError::InvalidRequest { .. } => "INVALID_REQUEST",
         JobError::ModelUnavailable(_) => "MODEL_UNAVAILABLE",
+        JobError::TimedOut { .. } => "TIMEOUT",
         JobError::Internal(_) => "GENERATION_ERROR",
     }
 }

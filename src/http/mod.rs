@@ -13,9 +13,11 @@ pub mod auth;
 pub mod error;
 pub mod image_input;
 pub mod job_registry;
+pub mod json_body;
 pub mod native;
 pub mod openai;
 pub mod openapi;
+pub mod plain_errors;
 pub mod request_id;
 pub mod sse;
 pub mod sweeper;
@@ -40,9 +42,6 @@ use crate::http::error::ApiError;
 use crate::http::job_registry::{JobRecord, JobRegistry};
 use crate::http::sweeper::{spawn_periodic_sweep, SWEEP_INTERVAL};
 use crate::metrics::{Outcome, WorkerMetrics};
-
-/// Largest request body: base64 init image plus mask for a 2048x2048 job fits comfortably.
-pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// A protocol face: its routes and its part of the OpenAPI document.
 pub struct Face {
@@ -70,6 +69,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The middleware state that puts axum's own plain-text errors into a face's `shape`.
+    pub fn face_errors(&self, shape: plain_errors::ErrorShape) -> plain_errors::FaceErrors {
+        plain_errors::FaceErrors { shape, max_body_mib: self.config.max_body_mib }
+    }
+
     /// The state every face shares. Inside a tokio runtime this also starts the periodic sweep of
     /// finished jobs (see [`sweeper`]).
     pub fn new(config: Config, engine: Arc<GenerationEngine>) -> Self {
@@ -79,10 +83,10 @@ impl AppState {
         spawn_periodic_sweep(&jobs, SWEEP_INTERVAL.min(config.job_retention()), "jobs");
         AppState {
             api_keys: ApiKeys::new(config.api_keys()),
+            limits: Arc::new(config.request_limits()),
             engine,
             config: Arc::new(config),
             jobs,
-            limits: Arc::new(RequestLimits::default()),
             library: None,
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
@@ -126,8 +130,9 @@ impl AppState {
 }
 
 /// All faces, Swagger UI and the OpenAPI document, with request ids, CORS (when configured) and
-/// the body limit.
+/// the body limit (`--max-body-mib`, uploads included).
 pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.config.max_body_bytes();
     let mut app = Router::new();
     for face in FACES {
         tracing::debug!(face = face.name, "mounting face");
@@ -135,7 +140,7 @@ pub fn router(state: AppState) -> Router {
     }
     let app = app
         .merge(SwaggerUi::new(openapi::SWAGGER_UI_PATH).url(openapi::OPENAPI_JSON_PATH, openapi::document()))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(max_body_bytes));
     let app = match cors_layer(&state.config.cors_origins) {
         Some(cors) => app.layer(cors),
         None => app,

@@ -125,7 +125,7 @@ impl TestServer {
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
         let url = format!("http://{}", listener.local_addr().expect("bound address"));
-        let engine = GenerationEngine::start(config.queue_capacity as usize, load);
+        let engine = GenerationEngine::start_with(sd_worker_rbee::server::engine_options(&config), load);
         let state = AppState::new(config, engine);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(sd_worker_rbee::server::serve_until(listener, state.clone(), async move {

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::backend::request::JobError;
 use crate::http::a1111::lax::LaxError;
 use crate::http::error::ApiError;
+use crate::http::json_body::JsonBodyError;
 
 /// A1111's error body for handled errors.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -121,6 +122,15 @@ impl A1111Error {
         }
     }
 
+    /// A body serde_json refuses: a number beyond `f64` is a 422 naming its field, anything
+    /// else FastAPI's `value_error.jsondecode`.
+    pub fn from_json_body(error: &JsonBodyError) -> Self {
+        match &error.field {
+            Some(field) => A1111Error::validation(vec![Value::from(field.as_str())], "value_error.number", "number out of range"),
+            None => A1111Error::json_decode(&error.message),
+        }
+    }
+
     /// A body that is not JSON: FastAPI answers 422 `value_error.jsondecode`.
     pub fn json_decode(message: &str) -> Self {
         let msg = format!("Expecting value: {message}");
@@ -149,6 +159,7 @@ impl From<JobError> for A1111Error {
         match e {
             JobError::InvalidRequest { field, message } => A1111Error::bad_request(format!("{field}: {message}")),
             JobError::ModelUnavailable(message) => A1111Error::http(StatusCode::SERVICE_UNAVAILABLE, message),
+            JobError::TimedOut { .. } => A1111Error::http(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
             JobError::Internal(message) => A1111Error::internal(message),
         }
     }

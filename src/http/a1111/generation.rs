@@ -223,6 +223,9 @@ fn check_limits(request: &GenerationRequest, state: &AppState) -> Result<(), A11
         let field = match v.field {
             RequestField::Width => "width",
             RequestField::Height => "height",
+            RequestField::Pixels => "width x height",
+            RequestField::Prompt => "prompt",
+            RequestField::NegativePrompt => "negative_prompt",
             RequestField::Steps => "steps",
             RequestField::CfgScale => "cfg_scale",
             RequestField::NumImages => "batch_size",

@@ -103,11 +103,13 @@ fn plan_jobs(call: &PreparedCall, inputs: Inputs, strength: f64) -> Vec<PlannedJ
     responses(
         (status = 200, description = "Images (also after an interrupt: those finished so far)", body = Img2ImgResponse),
         (status = 400, description = "An unreadable image, or a value this worker cannot serve", body = A1111ErrorBody),
+        (status = 413, description = "The body is over the worker's --max-body-mib", body = A1111ErrorBody),
         (status = 404, description = "No init_images", body = A1111ErrorBody),
         (status = 422, description = "Wrong types (FastAPI shape), or an unknown script", body = ValidationErrorBody),
         (status = 500, description = "More init images than batch_size, or generation failed", body = A1111ErrorBody),
         (status = 503, description = "Queue full (see Retry-After), or the model is unavailable", body = A1111ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying (queue full only)"))),
+        (status = 504, description = "The job ran past the worker's --job-timeout", body = A1111ErrorBody),
     ),
     security((), ("basic" = []), ("bearer" = [])))]
 pub async fn img2img(State(state): State<AppState>, Extension(face): Extension<A1111Face>, body: Bytes) -> Result<Json<Img2ImgResponse>, A1111Error> {

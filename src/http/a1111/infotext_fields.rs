@@ -85,7 +85,7 @@ pub fn expand_infotext(body: &mut Map<String, Value>) {
 
 /// Parse a txt2img/img2img body: FastAPI's 422 for bad JSON or types, `infotext` applied.
 pub fn parse_request<T: DeserializeOwned>(body: &[u8]) -> Result<T, A1111Error> {
-    let mut value: Value = serde_json::from_slice(body).map_err(|e| A1111Error::json_decode(&e.to_string()))?;
+    let mut value: Value = crate::http::json_body::parse_value(body).map_err(|e| A1111Error::from_json_body(&e))?;
     if let Value::Object(map) = &mut value {
         expand_infotext(map);
     }

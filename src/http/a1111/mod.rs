@@ -165,5 +165,13 @@ fn router(state: &AppState) -> Router<AppState> {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_api_auth));
     // A liveness probe outside A1111's API (and its auth).
     let open = Router::new().route("/internal/ping", get(lists::ping));
-    protected.merge(open).layer(Extension(face))
+    protected
+        .merge(open)
+        .layer(Extension(face))
+        .layer(middleware::from_fn_with_state(state.face_errors(error_shape), crate::http::plain_errors::reshape))
+}
+
+/// axum's own plain-text refusals as FastAPI's `HTTPException` after A1111's middleware.
+fn error_shape(status: axum::http::StatusCode, message: String) -> axum::response::Response {
+    axum::response::IntoResponse::into_response(errors::A1111Error::http(status, message))
 }

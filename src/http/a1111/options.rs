@@ -237,11 +237,12 @@ pub async fn get_options(State(state): State<AppState>, Extension(face): Extensi
     responses(
         (status = 200, description = "Set (A1111 answers `null`)", body = Option<Object>),
         (status = 400, description = "A value the worker cannot use", body = A1111ErrorBody),
+        (status = 413, description = "The body is over the worker's --max-body-mib", body = A1111ErrorBody),
         (status = 422, description = "The body is not a JSON object", body = ValidationErrorBody),
         (status = 500, description = "Unknown key (`KeyError`) or unknown checkpoint (`RuntimeError`)", body = A1111ErrorBody),
     ))]
 pub async fn set_options(State(state): State<AppState>, Extension(face): Extension<A1111Face>, body: Bytes) -> Result<Json<Value>, A1111Error> {
-    let value: Value = serde_json::from_slice(&body).map_err(|e| A1111Error::json_decode(&e.to_string()))?;
+    let value: Value = crate::http::json_body::parse_value(&body).map_err(|e| A1111Error::from_json_body(&e))?;
     let Value::Object(update) = value else {
         return Err(A1111Error::validation(Vec::new(), "type_error.dict", "value is not a valid dict"));
     };

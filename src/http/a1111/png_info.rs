@@ -59,6 +59,7 @@ fn png_text_items(bytes: &[u8]) -> Map<String, Value> {
     responses(
         (status = 200, description = "The image's infotext, raw and parsed", body = PngInfoResponse),
         (status = 400, description = "Not a readable PNG, JPEG or WebP", body = A1111ErrorBody),
+        (status = 413, description = "The body is over the worker's --max-body-mib", body = A1111ErrorBody),
         (status = 422, description = "No `image` (FastAPI shape)", body = ValidationErrorBody),
     ),
     security((), ("basic" = []), ("bearer" = [])))]

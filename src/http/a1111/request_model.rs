@@ -448,7 +448,7 @@ impl Default for Img2ImgRequest {
 
 /// Parse a request body, answering A1111's/FastAPI's 422 for anything that is not the model.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, A1111Error> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| A1111Error::json_decode(&e.to_string()))?;
+    let value: Value = crate::http::json_body::parse_value(body).map_err(|e| A1111Error::from_json_body(&e))?;
     if !value.is_object() {
         return Err(A1111Error::validation(Vec::new(), "type_error.dict", "value is not a valid dict"));
     }

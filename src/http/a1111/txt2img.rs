@@ -20,10 +20,12 @@ use crate::http::AppState;
     responses(
         (status = 200, description = "Images (also after an interrupt: those finished so far)", body = Txt2ImgResponse),
         (status = 400, description = "A value this worker cannot serve (size, steps, batch)", body = A1111ErrorBody),
+        (status = 413, description = "The body is over the worker's --max-body-mib", body = A1111ErrorBody),
         (status = 422, description = "Wrong types (FastAPI shape), or an unknown script", body = ValidationErrorBody),
         (status = 500, description = "Unknown hires upscaler, or generation failed", body = A1111ErrorBody),
         (status = 503, description = "Queue full (see Retry-After), or the model is unavailable", body = A1111ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying (queue full only)"))),
+        (status = 504, description = "The job ran past the worker's --job-timeout", body = A1111ErrorBody),
     ),
     security((), ("basic" = []), ("bearer" = [])))]
 pub async fn txt2img(State(state): State<AppState>, Extension(face): Extension<A1111Face>, body: Bytes) -> Result<Json<Txt2ImgResponse>, A1111Error> {

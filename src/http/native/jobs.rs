@@ -67,6 +67,7 @@ fn job_not_found(job_id: &str) -> ApiError {
     responses(
         (status = 200, description = "Accepted; follow `sse_url`", body = JobCreated),
         (status = 400, description = "Invalid request; `error.field` names the field", body = ErrorBody),
+        (status = 413, description = "The body is over the worker's --max-body-mib", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 503, description = "Queue full (see Retry-After), model unavailable, or shutting down", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying (queue full only)"))),

@@ -10,7 +10,8 @@ use axum::routing::{get, post};
 use axum::{middleware, Router};
 use utoipa::OpenApi;
 
-use crate::http::{auth, AppState, Face};
+use crate::http::error::ApiError;
+use crate::http::{auth, plain_errors, AppState, Face};
 
 /// This face's entry in [`crate::http::FACES`].
 pub const FACE: Face = Face { name: "native", router, openapi };
@@ -69,5 +70,18 @@ fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/jobs/{job_id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/v1/jobs/{job_id}/stream", get(jobs::stream_job))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_api_key));
-    open.merge(jobs)
+    open.merge(jobs).layer(middleware::from_fn_with_state(state.face_errors(error_shape), plain_errors::reshape))
+}
+
+fn error_shape(status: axum::http::StatusCode, message: String) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        s if s.is_server_error() => "INTERNAL",
+        _ => "INVALID_REQUEST",
+    };
+    ApiError::new(status, code, message).into_response()
 }

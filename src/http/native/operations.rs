@@ -16,6 +16,7 @@ use crate::backend::request::{LoraSpec,
 };
 use crate::backend::request_limits::{RequestField, RequestLimits};
 use crate::http::error::ApiError;
+use crate::http::json_body::parse_value;
 use crate::http::image_input::{decode_mask_image, decode_rgb_image};
 
 /// The operations this worker runs, as rbee tags them.
@@ -236,8 +237,10 @@ pub struct ServedModel<'a> {
 
 /// Parse a request body into a validated [`GenerationRequest`].
 pub fn parse_job_request(body: &[u8], limits: &RequestLimits, served: &ServedModel<'_>) -> Result<GenerationRequest, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("INVALID_JSON", format!("the request body is not valid JSON: {e}")))?;
+    let value = parse_value(body).map_err(|e| match e.field {
+        Some(field) => ApiError::invalid_field(field.clone(), format!("{field}: {}", e.message)),
+        None => ApiError::bad_request("INVALID_JSON", format!("the request body is not valid JSON: {e}")),
+    })?;
     let operation = match value.get("operation") {
         Some(serde_json::Value::String(op)) => op.clone(),
         Some(_) => return Err(ApiError::invalid_field("operation", "operation must be a string")),
@@ -254,10 +257,13 @@ pub fn parse_job_request(body: &[u8], limits: &RequestLimits, served: &ServedMod
         "image_transform" => from_transform(parse_fields(value)?, limits, served)?,
         "image_inpaint" => from_inpaint(parse_fields(value)?, limits, served)?,
         other => {
-            return Err(ApiError::bad_request(
-                "UNSUPPORTED_OPERATION",
-                format!("operation '{other}' is not supported by this worker; use one of {}", SUPPORTED_OPERATIONS.join(", ")),
-            ))
+            return Err(ApiError {
+                field: Some("operation".into()),
+                ..ApiError::bad_request(
+                    "UNSUPPORTED_OPERATION",
+                    format!("operation '{other}' is not supported by this worker; use one of {}", SUPPORTED_OPERATIONS.join(", ")),
+                )
+            })
         }
     };
     check_limits(&request, limits, &operation)?;
@@ -452,6 +458,12 @@ fn from_inpaint(op: ImageInpaintRequest, limits: &RequestLimits, served: &Served
     let mut request = base_request(common, served)?;
     let image = decode_rgb_image("init_image", &op.init_image, limits.max_input_pixels)?;
     let mask = decode_mask_image("mask_image", &op.mask_image, limits.max_input_pixels)?;
+    if (mask.width, mask.height) != (image.width, image.height) {
+        return Err(ApiError::invalid_field(
+            "mask_image",
+            format!("mask_image is {}x{} but init_image is {}x{}; they must have the same size", mask.width, mask.height, image.width, image.height),
+        ));
+    }
     // As for transforms, the pipeline resizes the image and the mask to the snapped size.
     request.width = limits.snap_side(image.width);
     request.height = limits.snap_side(image.height);
@@ -466,10 +478,14 @@ fn from_inpaint(op: ImageInpaintRequest, limits: &RequestLimits, served: &Served
 fn check_limits(request: &GenerationRequest, limits: &RequestLimits, operation: &str) -> Result<(), ApiError> {
     limits.check(request).map_err(|v| {
         let field = match (v.field, operation) {
-            (RequestField::Width | RequestField::Height, "image_transform") => "input_image",
-            (RequestField::Width | RequestField::Height, "image_inpaint") => "init_image",
+            (RequestField::Width | RequestField::Height | RequestField::Pixels, "image_transform") => "input_image",
+            (RequestField::Width | RequestField::Height | RequestField::Pixels, "image_inpaint") => "init_image",
             (RequestField::Width, _) => "width",
             (RequestField::Height, _) => "height",
+            // Both sides make the area; the later one in the request is named.
+            (RequestField::Pixels, _) => "height",
+            (RequestField::Prompt, _) => "prompt",
+            (RequestField::NegativePrompt, _) => "negative_prompt",
             (RequestField::Steps, _) => "steps",
             (RequestField::CfgScale, _) => "guidance_scale",
             (RequestField::NumImages, _) => "num_images",

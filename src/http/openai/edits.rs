@@ -124,11 +124,13 @@ pub fn parse_edit(form: &UploadForm, max_input_pixels: u64) -> Result<ImageParam
             frames, then `image_edit.completed` per image (same framing as generations)",
             content((ImagesResponse = "application/json"), (PartialImageEvent = "text/event-stream"))),
         (status = 400, description = "Invalid request or unreadable image; `error.param` names the field", body = OpenAiErrorBody),
+        (status = 413, description = "The body is over the worker's --max-body-mib", body = OpenAiErrorBody),
         (status = 401, description = "Missing or invalid API key (only with --api-key)", body = OpenAiErrorBody),
         (status = 404, description = "Unknown `model`", body = OpenAiErrorBody),
         (status = 429, description = "Queue full; see Retry-After", body = OpenAiErrorBody),
         (status = 500, description = "Generation failed (`x-should-retry: false`)", body = OpenAiErrorBody),
         (status = 503, description = "Model still loading (Retry-After), failed to load, or shutting down", body = OpenAiErrorBody),
+        (status = 504, description = "The job ran past the worker's --job-timeout", body = OpenAiErrorBody),
     ),
     security((), ("bearer" = [])))]
 pub async fn create_image_edit(
@@ -147,7 +149,7 @@ pub async fn create_image_edit(
             .map_err(|e| OpenAiError::new(e.status(), "invalid_request_error", format!("the request body could not be read: {}", e.body_text())))?;
         off_runtime(move || json_form(&body)).await?
     } else {
-        read_form(Multipart::from_request(request, &state).await).await?
+        read_form(Multipart::from_request(request, &state).await, state.config.max_body_mib).await?
     };
     let max_pixels = state.limits.max_input_pixels;
     let params = off_runtime(move || parse_edit(&form, max_pixels)).await?;

@@ -92,6 +92,24 @@ impl OpenAiError {
         OpenAiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
 
+    /// An error axum answered before a handler ran (body too large, wrong content type).
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            _ => "invalid_request",
+        };
+        OpenAiError::new(status, kind, message).with_code(code)
+    }
+
+    /// 504: the job ran past the worker's per-job time limit. Retrying the same job would time
+    /// out again, so the SDK is told not to.
+    pub fn timed_out(message: impl Into<String>) -> Self {
+        OpenAiError::new(StatusCode::GATEWAY_TIMEOUT, "server_error", message).with_code("timeout")
+    }
+
     /// 503 that clears up by itself (model loading): the SDK may retry after `retry_after_secs`.
     pub fn temporarily_unavailable(code: &str, message: impl Into<String>, retry_after_secs: u32) -> Self {
         OpenAiError {
@@ -160,6 +178,7 @@ impl From<&JobError> for OpenAiError {
                 OpenAiError::invalid_param(field.clone(), "invalid_value", format!("{field}: {message}"))
             }
             JobError::ModelUnavailable(_) => OpenAiError::unavailable("model_unavailable", e.to_string()),
+            JobError::TimedOut { .. } => OpenAiError::timed_out(e.to_string()),
             JobError::Internal(_) => OpenAiError::server_error(e.to_string()),
         }
     }

@@ -103,8 +103,9 @@ impl CreateImageRequest {
 
 /// Parse a JSON body into endpoint-neutral parameters.
 pub fn parse_generation(body: &[u8]) -> Result<ImageParams, OpenAiError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        OpenAiError::invalid_request("invalid_json", format!("We could not parse the JSON body of your request ({e}); send a JSON object."))
+    let value = crate::http::json_body::parse_value(body).map_err(|e| match e.field {
+        Some(field) => OpenAiError::invalid_param(field.clone(), "invalid_value", format!("{field}: {}", e.message)),
+        None => OpenAiError::invalid_request("invalid_json", format!("We could not parse the JSON body of your request ({e}); send a JSON object.")),
     })?;
     if !value.is_object() {
         return Err(OpenAiError::invalid_request("invalid_json", "The request body must be a JSON object."));
@@ -138,12 +139,14 @@ pub fn parse_generation(body: &[u8]) -> Result<ImageParams, OpenAiError> {
                 `{\"type\":\"error\",\"error\":{...}}`. Closing the connection cancels the job.",
             content((ImagesResponse = "application/json"), (PartialImageEvent = "text/event-stream"))),
         (status = 400, description = "Invalid request; `error.param` names the field", body = OpenAiErrorBody),
+        (status = 413, description = "The body is over the worker's --max-body-mib", body = OpenAiErrorBody),
         (status = 401, description = "Missing or invalid API key (only with --api-key)", body = OpenAiErrorBody),
         (status = 404, description = "Unknown `model`", body = OpenAiErrorBody),
         (status = 429, description = "Queue full; see Retry-After", body = OpenAiErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
         (status = 500, description = "Generation failed (`x-should-retry: false`)", body = OpenAiErrorBody),
         (status = 503, description = "Model still loading (Retry-After), failed to load, or shutting down", body = OpenAiErrorBody),
+        (status = 504, description = "The job ran past the worker's --job-timeout", body = OpenAiErrorBody),
     ),
     security((), ("bearer" = [])))]
 pub async fn create_image(

@@ -104,5 +104,12 @@ fn router(state: &AppState) -> Router<AppState> {
     let protected = protected.route_layer(middleware::from_fn_with_state(state.clone(), auth::require_api_key));
     // Capability links: the unguessable name is the credential, as with OpenAI's signed URLs.
     let files = Router::new().route(&format!("{}/{{file}}", url_images::FILES_ROUTE), get(url_images::get_image_file));
-    protected.merge(files).layer(Extension(shared))
+    protected
+        .merge(files)
+        .layer(Extension(shared))
+        .layer(middleware::from_fn_with_state(state.face_errors(error_shape), crate::http::plain_errors::reshape))
+}
+
+fn error_shape(status: axum::http::StatusCode, message: String) -> axum::response::Response {
+    axum::response::IntoResponse::into_response(errors::OpenAiError::from_status(status, message))
 }

@@ -8,7 +8,7 @@ use crate::backend::request::{
 use crate::backend::request_limits::{RequestField, RequestLimits};
 use crate::http::openai::errors::OpenAiError;
 use crate::http::openai::models::{resolve_family, Endpoint, Family};
-use crate::http::openai::sizes::{fit_output, generation_size, parse_size, RequestedSize};
+use crate::http::openai::sizes::{fit_limits, fit_output, generation_size, parse_size, RequestedSize};
 use crate::http::openai::wire::{Background, ImageFormat, InputFidelity, Quality, RequestedFormat, ResponseFormat, SdExtras};
 
 /// OpenAI's bounds on `n` and `partial_images`.
@@ -151,9 +151,12 @@ pub fn plan(params: ImageParams, model: &ModelInfo, limits: &RequestLimits, loca
     }
     let encoding = output_encoding(params.output_format, params.output_compression)?;
     let (width, height) = match (parse_size(params.size.as_deref())?, &params.source) {
-        (RequestedSize::Exact { width, height }, _) => (width, height),
-        (RequestedSize::Auto, Some(source)) => fit_output(source.image.width, source.image.height),
-        (RequestedSize::Auto, None) => (model.native_size, model.native_size),
+        (RequestedSize::Exact { width, height }, _) => check_output_size(width, height, limits)?,
+        (RequestedSize::Auto, Some(source)) => {
+            let (width, height) = fit_output(source.image.width, source.image.height);
+            fit_limits(width, height, limits)
+        }
+        (RequestedSize::Auto, None) => fit_limits(model.native_size, model.native_size, limits),
     };
     let (gen_width, gen_height) = generation_size(width, height, model, limits);
     let (steps_factor, quality) = quality_steps(params.quality);
@@ -305,11 +308,30 @@ fn apply_extras(request: &mut GenerationRequest, extras: &SdExtras) -> Result<()
     Ok(())
 }
 
+/// The image the client gets is bounded by the worker's limits too (it is generated smaller and
+/// resized, but resizing and encoding it still cost memory and time).
+fn check_output_size(width: u32, height: u32, limits: &RequestLimits) -> Result<(u32, u32), OpenAiError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if width > limits.max_side || height > limits.max_side || pixels > limits.max_pixels {
+        return Err(OpenAiError::invalid_param(
+            "size",
+            "invalid_size",
+            format!(
+                "size '{width}x{height}' is larger than this server allows: at most {} pixels a side and {} pixels in all",
+                limits.max_side, limits.max_pixels
+            ),
+        ));
+    }
+    Ok((width, height))
+}
+
 /// The server-wide limits, reported with this face's field names.
 fn check_limits(request: &GenerationRequest, limits: &RequestLimits) -> Result<(), OpenAiError> {
     limits.check(request).map_err(|v| {
         let param = match v.field {
-            RequestField::Width | RequestField::Height => "size",
+            RequestField::Width | RequestField::Height | RequestField::Pixels => "size",
+            RequestField::Prompt => "prompt",
+            RequestField::NegativePrompt => "negative_prompt",
             RequestField::Steps => "steps",
             RequestField::CfgScale => "cfg_scale",
             RequestField::NumImages => "n",
@@ -319,6 +341,7 @@ fn check_limits(request: &GenerationRequest, limits: &RequestLimits) -> Result<(
         let what = match v.field {
             RequestField::Width => "the generated width",
             RequestField::Height => "the generated height",
+            RequestField::Pixels => "the generated size",
             _ => param,
         };
         OpenAiError::invalid_param(param, "invalid_value", format!("{what} {} on this server", v.problem))

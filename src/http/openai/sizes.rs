@@ -64,6 +64,17 @@ pub fn fit_output(width: u32, height: u32) -> (u32, u32) {
     (fit(width), fit(height))
 }
 
+/// Scale `(width, height)` down (keeping its aspect) until it fits the worker's limits on sides
+/// and total pixels; for sizes the client did not choose (`auto`).
+pub fn fit_limits(width: u32, height: u32, limits: &RequestLimits) -> (u32, u32) {
+    let (w, h) = (f64::from(width.max(1)), f64::from(height.max(1)));
+    let by_side = f64::from(limits.max_side) / w.max(h);
+    let by_area = (limits.max_pixels as f64 / (w * h)).sqrt();
+    let scale = by_side.min(by_area).min(1.0);
+    let fit = |v: f64| ((v * scale).floor() as u32).max(MIN_OUTPUT_SIDE);
+    (fit(w), fit(h))
+}
+
 /// The size to generate at for an output of `width` x `height`.
 pub fn generation_size(width: u32, height: u32, model: &ModelInfo, limits: &RequestLimits) -> (u32, u32) {
     let grid = lcm(model.size_multiple.max(1), limits.side_multiple.max(1));
@@ -71,7 +82,8 @@ pub fn generation_size(width: u32, height: u32, model: &ModelInfo, limits: &Requ
     let max_side = (limits.max_side / grid * grid).max(min_side);
     let native_area = f64::from(model.native_size) * f64::from(model.native_size);
     let area = f64::from(width) * f64::from(height);
-    let target = area.clamp(native_area * MIN_AREA_SHARE, native_area * MAX_AREA_SHARE);
+    // Never above the worker's pixel limit, whatever the model's native size.
+    let target = area.clamp(native_area * MIN_AREA_SHARE, native_area * MAX_AREA_SHARE).min(limits.max_pixels as f64);
     let scale = (target / area).sqrt();
     let snap = |v: u32| {
         let cells = (f64::from(v) * scale / f64::from(grid)).round().max(1.0) as u32;
@@ -147,6 +159,14 @@ mod tests {
         // Tiny sizes on SD 1.5 are generated larger, never below the limits' minimum side.
         assert_eq!(generation_size(256, 256, &model(512, 64), &limits), (384, 384));
         assert_eq!(generation_size(16, 4000, &model(512, 8), &limits), (64, 2048));
+    }
+
+    #[test]
+    fn auto_sizes_fit_the_worker_limits() {
+        let limits = RequestLimits { max_side: 1024, max_pixels: 512 * 512, ..RequestLimits::default() };
+        assert_eq!(fit_limits(512, 512, &limits), (512, 512));
+        assert_eq!(fit_limits(2048, 1024, &limits), (724, 362));
+        assert_eq!(fit_limits(4000, 100, &limits), (1024, 25));
     }
 
     #[test]

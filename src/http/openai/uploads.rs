@@ -10,6 +10,7 @@ use crate::backend::image_io::{decode_rgba, RgbaImage};
 use crate::backend::request::{MaskImage, RgbImage};
 use crate::http::openai::errors::OpenAiError;
 use crate::http::openai::plan::SourceImage;
+use crate::http::plain_errors::body_too_large_message;
 
 /// OpenAI's limit on images per edit.
 pub const MAX_IMAGES: usize = 16;
@@ -29,10 +30,14 @@ fn is_image_field(name: &str) -> bool {
         || name.strip_prefix("image[").and_then(|r| r.strip_suffix(']')).is_some_and(|i| i.parse::<u32>().is_ok())
 }
 
-pub async fn read_form(multipart: Result<Multipart, MultipartRejection>) -> Result<UploadForm, OpenAiError> {
+/// Read the whole form; a body over `max_body_mib` is a 413.
+pub async fn read_form(multipart: Result<Multipart, MultipartRejection>, max_body_mib: u32) -> Result<UploadForm, OpenAiError> {
     let mut multipart = multipart
         .map_err(|e| OpenAiError::invalid_request("invalid_request", format!("this endpoint takes a multipart/form-data body ({e})")))?;
     let unreadable = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            return OpenAiError::from_status(e.status(), body_too_large_message(max_body_mib));
+        }
         OpenAiError::invalid_request("invalid_request", format!("the multipart body could not be read: {}", e.body_text()))
     };
     let mut form = UploadForm::default();
@@ -101,6 +106,13 @@ pub fn source_image(form: &UploadForm, max_pixels: u64) -> Result<SourceImage, O
         tracing::info!(images = form.images.len(), "edit with several images: the first is edited, the others are not used");
     }
     let mask = form.mask.as_deref().map(|bytes| decode("mask", bytes, max_pixels)).transpose()?;
+    if let Some(mask) = mask.as_ref().filter(|m| (m.width, m.height) != (image.width, image.height)) {
+        return Err(OpenAiError::invalid_param(
+            "mask",
+            "invalid_value",
+            format!("mask is {}x{} but the image is {}x{}; they must have the same size", mask.width, mask.height, image.width, image.height),
+        ));
+    }
     let image_alpha = image.has_alpha.then(|| engine_mask(&image)).filter(|m| m.pixels.iter().any(|&v| v > 0));
     Ok(SourceImage { image: to_rgb(&image), mask: mask.as_ref().map(engine_mask), image_alpha })
 }

@@ -64,11 +64,13 @@ pub fn parse_variation(form: &UploadForm, max_input_pixels: u64) -> Result<Image
     responses(
         (status = 200, description = "The variations", body = ImagesResponse),
         (status = 400, description = "Invalid request or unreadable image; `error.param` names the field", body = OpenAiErrorBody),
+        (status = 413, description = "The body is over the worker's --max-body-mib", body = OpenAiErrorBody),
         (status = 401, description = "Missing or invalid API key (only with --api-key)", body = OpenAiErrorBody),
         (status = 404, description = "Unknown `model`", body = OpenAiErrorBody),
         (status = 429, description = "Queue full; see Retry-After", body = OpenAiErrorBody),
         (status = 500, description = "Generation failed (`x-should-retry: false`)", body = OpenAiErrorBody),
         (status = 503, description = "Model still loading (Retry-After), failed to load, or shutting down", body = OpenAiErrorBody),
+        (status = 504, description = "The job ran past the worker's --job-timeout", body = OpenAiErrorBody),
     ),
     security((), ("bearer" = [])))]
 pub async fn create_image_variation(
@@ -77,7 +79,7 @@ pub async fn create_image_variation(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, OpenAiError> {
-    let form = read_form(multipart).await?;
+    let form = read_form(multipart, state.config.max_body_mib).await?;
     let max_pixels = state.limits.max_input_pixels;
     let params = off_runtime(move || parse_variation(&form, max_pixels)).await?;
     run_image_request(&state, &shared, &headers, params).await
