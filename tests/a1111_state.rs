@@ -67,9 +67,9 @@ async fn options_round_trip_the_whole_dict_and_refuse_like_a1111() {
     assert_eq!(post(&server.url("/sdapi/v1/options"), &json!({"sd_model_checkpoint": "fake-sd"})).await.0, 200);
 
     let (status, body) = post(&server.url("/sdapi/v1/options"), &json!({"sd_model_checkpoint": "other.safetensors [abcdef0123]"})).await;
-    assert_eq!((status, body), (500, json!({"error": "RuntimeError", "detail": "", "body": "", "errors": "model 'other.safetensors [abcdef0123]' not found"})));
+    assert_eq!((status, body), (400, json!({"error": "RuntimeError", "detail": "", "body": "", "errors": "model 'other.safetensors [abcdef0123]' not found"})));
     let (status, body) = post(&server.url("/sdapi/v1/options"), &json!({"not_an_option": true})).await;
-    assert_eq!((status, body["error"].clone(), body["errors"].clone()), (500, json!("KeyError"), json!("'not_an_option'")));
+    assert_eq!((status, body["error"].clone(), body["errors"].clone()), (400, json!("KeyError"), json!("'not_an_option'")));
     assert_eq!(post(&server.url("/sdapi/v1/options"), &json!({"not_an_option": null})).await.0, 200, "null values are skipped");
     assert_eq!(post(&server.url("/sdapi/v1/options"), &json!({"randn_source": "quantum"})).await.0, 400);
     let (status, body) = post(&server.url("/sdapi/v1/options"), &json!([1, 2])).await;
@@ -236,8 +236,10 @@ async fn api_keys_mean_basic_auth_on_sdapi_routes() {
     assert_eq!(wrong.json::<Value>().await.expect("json")["detail"], "Incorrect username or password");
     assert_eq!(client.get(&options).basic_auth("anyone", Some("s3cret")).send().await.expect("send").status(), 200);
     assert_eq!(client.get(&options).bearer_auth("s3cret").send().await.expect("send").status(), 200);
-    // A1111 leaves the Lora extension's routes and /internal open.
-    assert_eq!(client.get(server.url("/sdapi/v1/loras")).send().await.expect("send").status(), 200);
+    // A1111 leaves the Lora extension's routes open; here they need the key like every other
+    // state route. /internal/ping stays open (a liveness probe).
+    assert_eq!(client.get(server.url("/sdapi/v1/loras")).send().await.expect("send").status(), 401);
+    assert_eq!(client.get(server.url("/sdapi/v1/loras")).basic_auth("u", Some("s3cret")).send().await.expect("send").status(), 200);
     assert_eq!(client.get(server.url("/internal/ping")).send().await.expect("send").status(), 200);
     server.stop().await;
 }

@@ -138,7 +138,7 @@ async fn sd_model_checkpoint_switches_between_models_folder_checkpoints() {
     let (status, response) = post(&server.url("/sdapi/v1/txt2img"), &once).await;
     assert_eq!((status, info(&response)["sd_model_name"].clone()), (200, json!("tiny-b")));
     let (status, refused) = post(&server.url("/sdapi/v1/options"), &json!({"sd_model_checkpoint": "not-there.safetensors"})).await;
-    assert_eq!((status, refused["error"].clone()), (500, json!("RuntimeError")));
+    assert_eq!((status, refused["error"].clone()), (400, json!("RuntimeError")));
     assert_eq!(post(&server.url("/sdapi/v1/refresh-checkpoints"), &json!({})).await, (200, Value::Null));
     server.stop().await;
 }

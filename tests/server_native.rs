@@ -280,7 +280,7 @@ async fn bad_requests_get_400_naming_the_field() {
     assert_eq!(body["error"]["code"], "INVALID_JSON");
 
     let cases = [
-        (json!({"operation": "worker_spawn", "prompt": "x"}), "UNSUPPORTED_OPERATION", None, "image_generation"),
+        (json!({"operation": "worker_spawn", "prompt": "x"}), "UNSUPPORTED_OPERATION", Some("operation"), "image_generation"),
         (json!({"operation": "image_generation"}), "INVALID_REQUEST", Some("prompt"), "prompt is required"),
         (json!({"operation": "image_generation", "prompt": "x", "width": 4096}), "INVALID_REQUEST", Some("width"), "2048"),
         (json!({"operation": "image_generation", "prompt": "x", "height": 100}), "INVALID_REQUEST", Some("height"), "multiple of 8"),

@@ -188,24 +188,24 @@ pub async fn latent_upscale_modes() -> Json<Vec<NamedItem>> {
 /// Handlers whose answer is a fixed JSON value: the lists of things this worker has none of,
 /// and the calls that have nothing to do.
 macro_rules! fixed_answer {
-    ($(#[$doc:meta])* $name:ident, $method:ident, $path:literal, $description:literal, $value:expr) => {
+    ($(#[$doc:meta])* $name:ident, $method:ident, $path:literal, $description:literal, $body:ty, $value:expr) => {
         $(#[$doc])*
         #[utoipa::path($method, path = $path, tag = "a1111",
-            responses((status = 200, description = $description, body = Object)))]
+            responses((status = 200, description = $description, body = $body)))]
         pub async fn $name() -> Json<Value> {
             Json($value)
         }
     };
 }
 
-fixed_answer!(prompt_styles, get, "/sdapi/v1/prompt-styles", "Prompt styles (none defined)", json!([]));
-fixed_answer!(scripts, get, "/sdapi/v1/scripts", "Scripts (none)", json!({"txt2img": [], "img2img": []}));
-fixed_answer!(script_info, get, "/sdapi/v1/script-info", "Script details (none)", json!([]));
-fixed_answer!(extensions, get, "/sdapi/v1/extensions", "Extensions (none)", json!([]));
-fixed_answer!(hypernetworks, get, "/sdapi/v1/hypernetworks", "Hypernetworks (none)", json!([]));
-fixed_answer!(face_restorers, get, "/sdapi/v1/face-restorers", "Face restorers (none)", json!([]));
-fixed_answer!(realesrgan_models, get, "/sdapi/v1/realesrgan-models", "Real-ESRGAN models (none)", json!([]));
-fixed_answer!(ping, get, "/internal/ping", "The server is up", json!({}));
+fixed_answer!(prompt_styles, get, "/sdapi/v1/prompt-styles", "Prompt styles (none defined)", [Object], json!([]));
+fixed_answer!(scripts, get, "/sdapi/v1/scripts", "Scripts (none)", Object, json!({"txt2img": [], "img2img": []}));
+fixed_answer!(script_info, get, "/sdapi/v1/script-info", "Script details (none)", [Object], json!([]));
+fixed_answer!(extensions, get, "/sdapi/v1/extensions", "Extensions (none)", [Object], json!([]));
+fixed_answer!(hypernetworks, get, "/sdapi/v1/hypernetworks", "Hypernetworks (none)", [Object], json!([]));
+fixed_answer!(face_restorers, get, "/sdapi/v1/face-restorers", "Face restorers (none)", [Object], json!([]));
+fixed_answer!(realesrgan_models, get, "/sdapi/v1/realesrgan-models", "Real-ESRGAN models (none)", [Object], json!([]));
+fixed_answer!(ping, get, "/internal/ping", "The server is up", Object, json!({}));
 
 #[utoipa::path(post, path = "/sdapi/v1/unload-checkpoint", tag = "a1111",
     responses((status = 200, description = "Answered as A1111 does; the worker keeps its one model loaded", body = Object)))]

@@ -2,8 +2,9 @@
 //!
 //! GET returns every option (A1111's keys and defaults) with the live model title; POST accepts
 //! back anything GET returned (Open WebUI posts the whole dict), refuses unknown keys with A1111's
-//! `KeyError` 500, and answers A1111's `RuntimeError: model 'x' not found` for a checkpoint title
-//! this worker does not serve. The options the worker acts on are validated and interpreted by
+//! `KeyError` body, and answers A1111's `RuntimeError: model 'x' not found` body for a checkpoint
+//! title this worker does not serve, both as 400 (A1111 lets them escape as 500s; the request is
+//! what is wrong, and a 5xx would tell clients to retry). The options the worker acts on are validated and interpreted by
 //! [`JobSettings`]: `CLIP_stop_at_last_layers`, `sdxl_clip_l_skip`, `randn_source`, `samples_format`,
 //! `jpeg_quality`, `webp_lossless`, `live_previews_enable`, `show_progress_every_n_steps`,
 //! `enable_prompt_comments`, `sd_vae`. The others are stored and echoed only.
@@ -173,7 +174,7 @@ impl OptionsStore {
                 Some(found) => selected = Some(found.clone()),
                 None => {
                     return Err(A1111Error::exception(
-                        StatusCode::INTERNAL_SERVER_ERROR,
+                        StatusCode::BAD_REQUEST,
                         "RuntimeError",
                         format!("model {} not found", python_repr(&name)),
                     ))
@@ -186,7 +187,7 @@ impl OptionsStore {
                 continue;
             }
             if !values.contains_key(key) {
-                return Err(A1111Error::exception(StatusCode::INTERNAL_SERVER_ERROR, "KeyError", python_repr(key)));
+                return Err(A1111Error::exception(StatusCode::BAD_REQUEST, "KeyError", python_repr(key)));
             }
             validate_known(key, value)?;
         }
@@ -236,10 +237,11 @@ pub async fn get_options(State(state): State<AppState>, Extension(face): Extensi
     request_body(content = Object, description = "Options to set; the whole dict GET returned is accepted"),
     responses(
         (status = 200, description = "Set (A1111 answers `null`)", body = Option<Object>),
-        (status = 400, description = "A value the worker cannot use", body = A1111ErrorBody),
+        (status = 400, description = "A value the worker cannot use, an unknown key (`KeyError`) or an unknown \
+            checkpoint (`RuntimeError`). A1111 answers the last two with 500; a bad request is the client's error, so 400 here \
+            (same body)", body = A1111ErrorBody),
         (status = 413, description = "The body is over the worker's --max-body-mib", body = A1111ErrorBody),
         (status = 422, description = "The body is not a JSON object", body = ValidationErrorBody),
-        (status = 500, description = "Unknown key (`KeyError`) or unknown checkpoint (`RuntimeError`)", body = A1111ErrorBody),
     ))]
 pub async fn set_options(State(state): State<AppState>, Extension(face): Extension<A1111Face>, body: Bytes) -> Result<Json<Value>, A1111Error> {
     let value: Value = crate::http::json_body::parse_value(&body).map_err(|e| A1111Error::from_json_body(&e))?;
@@ -308,7 +310,7 @@ mod tests {
         let store = OptionsStore::default();
         let err = store.apply(&json!({"no_such_option": 1}).as_object().cloned().unwrap_or_default(), &served()).expect_err("KeyError");
         let A1111Error::Handled { status, body, .. } = err else { panic!("handled") };
-        assert_eq!((status.as_u16(), body.error.as_str(), body.errors.as_str()), (500, "KeyError", "'no_such_option'"));
+        assert_eq!((status.as_u16(), body.error.as_str(), body.errors.as_str()), (400, "KeyError", "'no_such_option'"));
         let err = store.apply(&json!({"sd_model_checkpoint": "other.safetensors"}).as_object().cloned().unwrap_or_default(), &served());
         let Err(A1111Error::Handled { body, .. }) = err else { panic!("refused") };
         assert_eq!((body.error.as_str(), body.errors.as_str()), ("RuntimeError", "model 'other.safetensors' not found"));
