@@ -92,7 +92,7 @@ async fn errors_use_a1111_and_fastapi_shapes() {
     let (status, body) = post(&txt2img, &json!({"prompt": "x", "alwayson_scripts": {"ADetailer": {"args": []}}})).await;
     assert_eq!((status, body["detail"].clone()), (422, json!("always on script ADetailer not found")));
     let (status, body) = post(&txt2img, &json!({"prompt": "x", "enable_hr": true, "hr_upscaler": "4x-UltraSharp"})).await;
-    assert_eq!((status, body["errors"].clone()), (500, json!("could not find upscaler named 4x-UltraSharp")));
+    assert_eq!((status, body["errors"].clone()), (400, json!("could not find upscaler named 4x-UltraSharp")));
     let (status, body) = post(&txt2img, &json!({"prompt": "x", "width": 16, "height": 64})).await;
     assert_eq!((status, body["error"].clone()), (400, json!("HTTPException")));
     assert!(body["detail"].as_str().is_some_and(|d| d.starts_with("width must be between")), "{body}");
@@ -106,7 +106,7 @@ async fn errors_use_a1111_and_fastapi_shapes() {
     let (status, body) = post(&img2img, &json!({"prompt": "x", "width": 64, "height": 64, "init_images": ["aGVsbG8="]})).await;
     assert_eq!(status, 400, "not an image: {body}");
     let (status, body) = post(&img2img, &json!({"prompt": "x", "init_images": ["a", "b"], "batch_size": 1})).await;
-    assert_eq!((status, body["errors"].clone()), (500, json!("bad number of images passed: 2; expecting 1 or less")));
+    assert_eq!((status, body["errors"].clone()), (400, json!("bad number of images passed: 2; expecting 1 or less")));
     let (status, body) = post(&server.url("/sdapi/v1/png-info"), &json!({})).await;
     assert_eq!((status, body["detail"][0]["loc"].clone()), (422, json!(["body", "image"])));
     let (status, _) = post(&server.url("/sdapi/v1/png-info"), &json!({"image": "%%%"})).await;

@@ -31,11 +31,19 @@ pub struct A1111ErrorBody {
     pub errors: String,
 }
 
+/// One step of a validation problem's location: a field name or an array index.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LocationStep {
+    Field(String),
+    Index(u64),
+}
+
 /// One FastAPI validation problem.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ValidationIssue {
     /// Where: `["body", "<field>", <index>...]`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<LocationStep>)]
     pub loc: Vec<Value>,
     pub msg: String,
     #[serde(rename = "type")]
@@ -46,6 +54,15 @@ pub struct ValidationIssue {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ValidationErrorBody {
     pub detail: Vec<ValidationIssue>,
+}
+
+/// A1111's 422s come in two shapes: FastAPI's validation body (wrong types) and the handled
+/// `HTTPException` body (an unknown script).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum UnprocessableBody {
+    Validation(ValidationErrorBody),
+    Handled(A1111ErrorBody),
 }
 
 /// An error answered in one of A1111's shapes.

@@ -96,7 +96,8 @@ pub fn check_hires(req: &Txt2ImgRequest) -> Result<(), A1111Error> {
     }
     let name = upscaler_name(req);
     if upscaler(name).is_none() || !(LATENT_UPSCALE_MODES.contains(&name) || BUILTIN_UPSCALERS.contains(&name) || SUBSTITUTED_UPSCALERS.contains(&name)) {
-        return Err(A1111Error::exception(StatusCode::INTERNAL_SERVER_ERROR, "Exception", format!("could not find upscaler named {name}")));
+        // A1111's body; its status (500) would tell clients to retry a request that cannot work.
+        return Err(A1111Error::exception(StatusCode::BAD_REQUEST, "Exception", format!("could not find upscaler named {name}")));
     }
     if SUBSTITUTED_UPSCALERS.contains(&name) {
         tracing::warn!(upscaler = %name, "this worker has no {name} model; the hires pass resizes with Lanczos instead");
@@ -127,7 +128,8 @@ pub fn hires_pass(req: &Txt2ImgRequest, first_pass: (i64, i64), first_cfg: f64, 
         nearest_multiple(side(geometry.upscale_to.1)?, size_multiple).max(final_size.1),
     );
     let name = upscaler_name(req).to_string();
-    let upscaler = upscaler(&name).ok_or_else(|| A1111Error::internal(format!("could not find upscaler named {name}")))?;
+    let upscaler = upscaler(&name)
+        .ok_or_else(|| A1111Error::exception(StatusCode::BAD_REQUEST, "Exception", format!("could not find upscaler named {name}")))?;
     // Unknown hires sampler/scheduler names fall back to the first pass's, as A1111's do.
     let sampler = req.hr_sampler_name.as_deref().filter(|n| !n.is_empty()).and_then(SamplerKind::from_name);
     let schedule = req.hr_scheduler.as_deref().filter(|n| !n.is_empty()).and_then(ScheduleKind::from_name);

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 
-use super::errors::{A1111Error, A1111ErrorBody, ValidationErrorBody};
+use super::errors::{A1111Error, A1111ErrorBody, UnprocessableBody};
 use super::generation::{fit_to_output, loaded_model, prepare, run_jobs, PlannedJob, PreparedCall};
 use super::img2img_inputs::{fit_init_image, init_image, mask_image, parse_hex_color, MaskOptions};
 use super::infotext_fields::parse_request;
@@ -102,11 +102,11 @@ fn plan_jobs(call: &PreparedCall, inputs: Inputs, strength: f64) -> Vec<PlannedJ
     request_body(content = Img2ImgRequest, description = "A1111's StableDiffusionProcessingImg2Img; unknown keys are ignored"),
     responses(
         (status = 200, description = "Images (also after an interrupt: those finished so far)", body = Img2ImgResponse),
-        (status = 400, description = "An unreadable image, or a value this worker cannot serve", body = A1111ErrorBody),
+        (status = 400, description = "An unreadable image, more init images than batch_size, or a value this worker cannot serve", body = A1111ErrorBody),
         (status = 413, description = "The body is over the worker's --max-body-mib", body = A1111ErrorBody),
         (status = 404, description = "No init_images", body = A1111ErrorBody),
-        (status = 422, description = "Wrong types (FastAPI shape), or an unknown script", body = ValidationErrorBody),
-        (status = 500, description = "More init images than batch_size, or generation failed", body = A1111ErrorBody),
+        (status = 422, description = "Wrong types (FastAPI shape), or an unknown script (HTTPException shape)", body = UnprocessableBody),
+        (status = 500, description = "Generation failed", body = A1111ErrorBody),
         (status = 503, description = "Queue full (see Retry-After), or the model is unavailable", body = A1111ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying (queue full only)"))),
         (status = 504, description = "The job ran past the worker's --job-timeout", body = A1111ErrorBody),
@@ -121,8 +121,9 @@ pub async fn img2img(State(state): State<AppState>, Extension(face): Extension<A
     let mut effective = req.common.clone();
     let batch_size = effective.batch_size();
     if texts.len() as i64 > batch_size {
+        // A1111 lets this RuntimeError escape as a 500; the request is what is wrong: 400.
         return Err(A1111Error::exception(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_REQUEST,
             "RuntimeError",
             format!("bad number of images passed: {}; expecting {batch_size} or less", texts.len()),
         ));

@@ -107,6 +107,8 @@ pub type A1111Face = Arc<FaceState>;
         errors::A1111ErrorBody,
         errors::ValidationErrorBody,
         errors::ValidationIssue,
+        errors::LocationStep,
+        errors::UnprocessableBody,
     )),
     modifiers(&BasicAuth),
     tags((name = "a1111", description = "AUTOMATIC1111 `/sdapi/v1` API: with `--api-key`, send HTTP Basic auth with the key as password (or a Bearer token)"))

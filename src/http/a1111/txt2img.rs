@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::{Extension, Json};
 
-use super::errors::{A1111Error, A1111ErrorBody, ValidationErrorBody};
+use super::errors::{A1111Error, A1111ErrorBody, UnprocessableBody};
 use super::generation::{fit_images, loaded_model, prepare, run_jobs, PlannedJob};
 use super::hires::{check_hires, extra_params, hires_pass};
 use super::infotext_fields::parse_request;
@@ -19,10 +19,10 @@ use crate::http::AppState;
     request_body(content = Txt2ImgRequest, description = "A1111's StableDiffusionProcessingTxt2Img; unknown keys are ignored"),
     responses(
         (status = 200, description = "Images (also after an interrupt: those finished so far)", body = Txt2ImgResponse),
-        (status = 400, description = "A value this worker cannot serve (size, steps, batch)", body = A1111ErrorBody),
+        (status = 400, description = "A value this worker cannot serve (size, steps, batch), or an unknown hires upscaler", body = A1111ErrorBody),
         (status = 413, description = "The body is over the worker's --max-body-mib", body = A1111ErrorBody),
-        (status = 422, description = "Wrong types (FastAPI shape), or an unknown script", body = ValidationErrorBody),
-        (status = 500, description = "Unknown hires upscaler, or generation failed", body = A1111ErrorBody),
+        (status = 422, description = "Wrong types (FastAPI shape), or an unknown script (HTTPException shape)", body = UnprocessableBody),
+        (status = 500, description = "Generation failed", body = A1111ErrorBody),
         (status = 503, description = "Queue full (see Retry-After), or the model is unavailable", body = A1111ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying (queue full only)"))),
         (status = 504, description = "The job ran past the worker's --job-timeout", body = A1111ErrorBody),
