@@ -214,8 +214,8 @@ async fn hires_fix_makes_a_larger_image_deterministically() {
         assert_eq!(status, 200, "{mode}: {r}");
         assert_eq!(first_image(&r).dimensions(), (96, 96), "{mode}");
     }
-    let (status, _) = post(&url, &json!({"prompt": "x", "steps": 1, "enable_hr": true, "hr_upscaler": "Bogus"})).await;
-    assert_eq!(status, 500);
+    let (status, bogus) = post(&url, &json!({"prompt": "x", "steps": 1, "enable_hr": true, "hr_upscaler": "Bogus"})).await;
+    assert_eq!((status, bogus["errors"].clone()), (400, json!("could not find upscaler named Bogus")), "A1111's body, a client-error status");
     server.stop().await;
 }
 
