@@ -72,7 +72,7 @@ fn decode_inputs(req: &Img2ImgRequest, texts: &[String], state: &AppState, face:
             if req.inpainting_fill.unwrap_or(0) != 1 {
                 tracing::warn!(fill = req.inpainting_fill.unwrap_or(0), "inpainting_fill modes other than 1 (original) are not supported by the engine yet; using original");
             }
-            Some(MaskSpec { mask, blur: 0, invert: false })
+            Some(MaskSpec::new(mask))
         }
         None => None,
     };
