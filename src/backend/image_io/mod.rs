@@ -24,7 +24,7 @@ pub use mask_ops::{blur_mask, invert_mask};
 pub use masked_fill::fill_masked_area;
 pub use overlay::overlay_original;
 pub use read_text::read_infotext;
-pub use resize::{resize_image, resize_mask, resize_rgb, ResizeMode};
+pub use resize::{resize_image, resize_mask, resize_mask_bicubic, resize_rgb, ResizeMode};
 
 #[cfg(test)]
 mod tests;
