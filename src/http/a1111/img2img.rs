@@ -216,8 +216,8 @@ pub async fn img2img(State(state): State<AppState>, Extension(face): Extension<A
     let guard = face.runs.register("scripts_img2img", call.n_iter);
     let mut result = run_jobs(&state, &guard.run, jobs).await?;
     // "Only masked" images come back at the init image's size, which is what A1111 returns.
-    let sizes: &[((u32, u32), (u32, u32))] = if only_masked { &[] } else { &[(call.generation_size, call.output_size)] };
-    result.images = fit_images(std::mem::take(&mut result.images), &call, sizes)?;
+    let resized = [(call.generation_size, call.output_size)];
+    result.images = fit_images(std::mem::take(&mut result.images), &call, if only_masked { &[] } else { &resized })?;
 
     let mut extra = base_extra_params(&call);
     extra.insert("Denoising strength", strength);
