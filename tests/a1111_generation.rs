@@ -6,7 +6,7 @@ mod a1111_common;
 use std::time::Duration;
 
 use a1111_common::{b64_decode, config, decode_png, info, png_b64, post, TestServer, FAKE_TITLE};
-use sd_worker_rbee::backend::request::{OutputFormat, PreviewPolicy, RngKind, SamplerKind, ScheduleKind};
+use sd_worker_rbee::backend::request::{InpaintArea, MaskedContent, OutputFormat, PreviewPolicy, RngKind, SamplerKind, ScheduleKind};
 use serde_json::{json, Value};
 
 const FAST: Duration = Duration::from_millis(1);
@@ -247,7 +247,7 @@ async fn img2img_inpainting_prepares_init_image_and_mask_like_a1111() {
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
     };
     let body = json!({"prompt": "a cat", "steps": 4, "width": 64, "height": 64, "seed": 9, "denoising_strength": 0.5,
-                      "init_images": [init], "mask": mask, "mask_blur": 0, "batch_size": 2});
+                      "init_images": [init], "mask": mask, "mask_blur": 0, "batch_size": 2, "inpaint_full_res": false});
     let (status, response) = post(&server.url("/sdapi/v1/img2img"), &body).await;
     assert_eq!(status, 200, "{response}");
     let req = &server.requests()[0];
@@ -259,13 +259,35 @@ async fn img2img_inpainting_prepares_init_image_and_mask_like_a1111() {
     assert_eq!(&init.image.pixels[(63 * 3)..(63 * 3 + 3)], &[0, 0, 255]);
     let mask = req.mask.as_ref().expect("mask");
     assert_eq!((mask.mask.width, mask.blur, mask.invert), (64, 0, false));
+    assert_eq!((mask.content, mask.area), (MaskedContent::Fill, InpaintArea::WholeImage), "inpainting_fill defaults to 0, fill");
     assert_eq!((mask.mask.pixels[0], mask.mask.pixels[63]), (0, 255));
-    let info = info(&response);
-    assert_eq!(info["extra_generation_params"], json!({"Schedule type": "Automatic", "Denoising strength": 0.5, "Mask blur": 0}));
-    assert_eq!((info["denoising_strength"].clone(), info["all_seeds"].clone()), (json!(0.5), json!([9, 10])));
+    let whole_info = info(&response);
+    // No `Mask blur` for a blur of 0, as in A1111.
+    assert_eq!(whole_info["extra_generation_params"], json!({"Schedule type": "Automatic", "Denoising strength": 0.5, "Masked content": "fill"}));
+    assert_eq!((whole_info["denoising_strength"].clone(), whole_info["all_seeds"].clone()), (json!(0.5), json!([9, 10])));
     assert_eq!(response["parameters"]["init_images"], Value::Null, "include_init_images defaults to false");
     assert_eq!(response["parameters"]["mask"], Value::Null);
     assert_eq!(response["images"].as_array().map(Vec::len), Some(2));
+
+    // The API default is "Only masked": the init image keeps its size, the (blurred) mask is
+    // brought to it, and the engine crops; the other masked contents are passed on.
+    let only_masked = json!({"prompt": "a cat", "steps": 4, "width": 64, "height": 64, "seed": 9, "init_images": [body["init_images"][0]], "mask": body["mask"],
+                             "mask_blur": 3, "inpaint_full_res_padding": 12, "inpainting_fill": 2});
+    let (status, response) = post(&server.url("/sdapi/v1/img2img"), &only_masked).await;
+    assert_eq!(status, 200, "{response}");
+    let req = server.requests().last().cloned().expect("request");
+    let init_image = &req.init_image.as_ref().expect("init image").image;
+    assert_eq!((init_image.width, init_image.height), (32, 16));
+    let spec = req.mask.as_ref().expect("mask");
+    assert_eq!((spec.mask.width, spec.mask.height, spec.blur), (32, 16, 0));
+    assert_eq!((spec.content, spec.area), (MaskedContent::LatentNoise, InpaintArea::OnlyMasked { padding: 12 }));
+    assert_eq!(req.infotext_extra, vec![("Mask blur".to_string(), "3".to_string())]);
+    assert_eq!(
+        info(&response)["extra_generation_params"],
+        json!({"Schedule type": "Automatic", "Denoising strength": 0.75, "Mask blur": 3, "Inpaint area": "Only masked",
+               "Masked area padding": 12, "Masked content": "latent noise"})
+    );
+    let before = server.requests().len();
 
     // inpainting_mask_invert flips it; include_init_images echoes the inputs.
     let mut inverted = body.clone();
@@ -274,8 +296,11 @@ async fn img2img_inpainting_prepares_init_image_and_mask_like_a1111() {
     inverted["resize_mode"] = json!(1);
     let (status, response) = post(&server.url("/sdapi/v1/img2img"), &inverted).await;
     assert_eq!(status, 200, "{response}");
-    let mask = &server.requests()[1].mask.clone().expect("mask").mask;
+    let inverted_request = server.requests()[before].clone();
+    let mask = &inverted_request.mask.clone().expect("mask").mask;
     assert_eq!((mask.pixels[0], mask.pixels[63]), (255, 0));
+    assert_eq!(inverted_request.infotext_extra, vec![("Mask mode".to_string(), "Inpaint not masked".to_string())]);
+    assert_eq!(info(&response)["extra_generation_params"]["Mask mode"], "Inpaint not masked");
     assert!(response["parameters"]["init_images"].is_array());
 
     // Two init images, batch_size 2: one engine job per image, each with its own seed.

@@ -49,6 +49,10 @@ async fn txt2img_img2img_and_inpainting_make_real_images() {
                                                                           "mask_blur": 2, "steps": 4, "denoising_strength": 1.0, "width": 64, "height": 64, "seed": 2})).await;
     assert_eq!(status, 200, "{inpaint}");
     assert_eq!(info(&inpaint)["extra_generation_params"]["Mask blur"], 2);
+    // The API defaults: "Only masked" with padding 0, masked content "fill"; the PNG says so.
+    let inpaint_text = info(&inpaint)["infotexts"][0].as_str().expect("infotext").to_string();
+    assert!(inpaint_text.contains("Mask blur: 2, Inpaint area: Only masked, Masked area padding: 0, Masked content: fill"), "{inpaint_text}");
+    assert_eq!(decode_png(inpaint["images"][0].as_str().expect("b64")).dimensions(), (64, 64));
     // A size the tiny model cannot make directly (multiples of 4) comes back as asked.
     let (status, odd) = post(&server.url("/sdapi/v1/txt2img"), &json!({"prompt": "x", "steps": 1, "width": 72, "height": 66, "seed": 3})).await;
     assert_eq!(status, 200, "{odd}");

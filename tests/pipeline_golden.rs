@@ -69,7 +69,7 @@ fn run_case(case: &Case) {
     }
     if case.mask {
         let mask = load_png_mask(&fixtures().join("golden").join(format!("{}.mask.png", case.golden)));
-        req.mask = Some(MaskSpec { mask, blur: 0, invert: false });
+        req.mask = Some(MaskSpec::new(mask));
     }
 
     let inputs = prepare_inputs(&req).expect("inputs");

@@ -191,6 +191,57 @@ pub struct InitImage {
     pub strength: f64,
 }
 
+/// What the masked area starts from before denoising (A1111 `inpainting_fill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MaskedContent {
+    /// 0: the masked pixels are replaced by a blurred fill of the colours around them before
+    /// encoding (A1111 `masking.fill`).
+    Fill,
+    /// 1: the init image as it is.
+    #[default]
+    Original,
+    /// 2: the masked latents are replaced by the image's initial noise.
+    LatentNoise,
+    /// 3: the masked latents are zeroed.
+    LatentNothing,
+}
+
+impl MaskedContent {
+    /// A1111's integer `inpainting_fill`, `None` for anything else.
+    pub fn from_a1111(value: i64) -> Option<MaskedContent> {
+        match value {
+            0 => Some(MaskedContent::Fill),
+            1 => Some(MaskedContent::Original),
+            2 => Some(MaskedContent::LatentNoise),
+            3 => Some(MaskedContent::LatentNothing),
+            _ => None,
+        }
+    }
+
+    /// The infotext's `Masked content` value; A1111 writes none for "original".
+    pub fn infotext_label(self) -> Option<&'static str> {
+        match self {
+            MaskedContent::Fill => Some("fill"),
+            MaskedContent::Original => None,
+            MaskedContent::LatentNoise => Some("latent noise"),
+            MaskedContent::LatentNothing => Some("latent nothing"),
+        }
+    }
+}
+
+/// Which part of the init image is generated (A1111 `inpaint_full_res`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum InpaintArea {
+    /// The whole image at the request's size.
+    #[default]
+    WholeImage,
+    /// "Only masked": the mask's bounding box grown by `padding` pixels and then to the
+    /// request's aspect ratio is cut out of the init image (at its own size), generated at the
+    /// request's size, scaled back and pasted into the init image through the mask. The output
+    /// has the init image's size. A blank mask falls back to plain img2img, as in A1111.
+    OnlyMasked { padding: u32 },
+}
+
 /// Inpainting mask and how to treat it.
 #[derive(Debug, Clone)]
 pub struct MaskSpec {
@@ -199,6 +250,15 @@ pub struct MaskSpec {
     pub blur: u32,
     /// Repaint the black area instead of the white one (A1111 `inpainting_mask_invert`).
     pub invert: bool,
+    pub content: MaskedContent,
+    pub area: InpaintArea,
+}
+
+impl MaskSpec {
+    /// A mask used as given: no blur, not inverted, original content, whole image.
+    pub fn new(mask: MaskImage) -> Self {
+        MaskSpec { mask, blur: 0, invert: false, content: MaskedContent::Original, area: InpaintArea::WholeImage }
+    }
 }
 
 /// A LoRA applied for one job (native `loras: [{path, strength}]`, A1111 `<lora:name:w>` tags).
@@ -363,6 +423,10 @@ pub struct GenerationRequest {
     pub mask: Option<MaskSpec>,
     /// A hires second pass (txt2img only).
     pub hires: Option<HiresPass>,
+    /// Infotext entries for preparation a face did before the engine saw the request (A1111's
+    /// img2img inverts and blurs its mask at the mask's own size: `Mask mode`, `Mask blur`).
+    /// Written after the engine's own fixed keys, before its inpainting entries.
+    pub infotext_extra: Vec<(String, String)>,
     pub output_format: OutputFormat,
     pub preview: PreviewPolicy,
 }
@@ -403,6 +467,7 @@ impl GenerationRequest {
             init_image: None,
             mask: None,
             hires: None,
+            infotext_extra: Vec::new(),
             output_format: OutputFormat::Png,
             preview: PreviewPolicy::None,
         }

@@ -57,7 +57,8 @@ impl FakeSd {
                     }
                     _ => [(seed % 251) as u8, (x % 256) as u8, (y % 256) as u8],
                 };
-                let masked = req.mask.as_ref().is_some_and(|m| m.mask.pixels[(y * w + x) as usize] > 127);
+                // An "Only masked" mask has the init image's size: the fake ignores it.
+                let masked = req.mask.as_ref().is_some_and(|m| (m.mask.width, m.mask.height) == (w, h) && m.mask.pixels[(y * w + x) as usize] > 127);
                 pixels.extend_from_slice(&if masked { [255, 0, (seed % 256) as u8] } else { base });
             }
         }

@@ -183,6 +183,15 @@ pub fn resize_mask(mask: &MaskImage, width: u32, height: u32, mode: ResizeMode) 
     })
 }
 
+/// `mask.convert('RGB').resize((width, height))`: Pillow's default filter (BICUBIC), which is
+/// how A1111 brings an inpainting mask down to the latent size.
+pub fn resize_mask_bicubic(mask: &MaskImage, width: u32, height: u32) -> Result<MaskImage, ImageIoError> {
+    check_target(width, height)?;
+    let src = raster_of(mask.width, mask.height, 1, &mask.pixels)?;
+    let out = resample(&src, width as usize, height as usize, [0.0, 0.0, src.width as f64, src.height as f64], Filter::Bicubic);
+    Ok(MaskImage { width, height, pixels: out.data })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

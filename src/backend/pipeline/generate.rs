@@ -10,44 +10,10 @@ use super::image_tensor::tensor_to_rgb;
 use super::latents::{self, img2img_start_index, PreparedLatents};
 use super::model::{Family, SdModel};
 use crate::backend::generation_engine::RunError;
-use crate::backend::image_io::{blur_mask, invert_mask, resize_mask, resize_rgb, ResizeMode};
-use crate::backend::request::{GenerationRequest, JobError, MaskImage, RgbImage};
+pub use super::inputs::{prepare_inputs, PasteBack, PreparedInputs};
+use crate::backend::request::{GenerationRequest, JobError, RgbImage};
 use crate::backend::rng::{BatchNoise, ImageVariation};
 use crate::backend::samplers::{build_sampler, Sampler};
-
-/// Init image and mask resized to the request's size, the mask blurred/inverted as asked.
-pub struct PreparedInputs {
-    pub init: Option<RgbImage>,
-    pub mask: Option<MaskImage>,
-}
-
-pub fn prepare_inputs(req: &GenerationRequest) -> Result<PreparedInputs, RunError> {
-    let init = match &req.init_image {
-        Some(init) if init.image.width != req.width || init.image.height != req.height => {
-            Some(resize_rgb(&init.image, req.width, req.height).map_err(|e| invalid("init_image", e.to_string()))?)
-        }
-        Some(init) => Some(init.image.clone()),
-        None => None,
-    };
-    let mask = match &req.mask {
-        Some(spec) => {
-            let mut mask = if spec.mask.width != req.width || spec.mask.height != req.height {
-                resize_mask(&spec.mask, req.width, req.height, ResizeMode::JustResize).map_err(|e| invalid("mask", e.to_string()))?
-            } else {
-                spec.mask.clone()
-            };
-            if spec.invert {
-                mask = invert_mask(&mask);
-            }
-            if spec.blur > 0 {
-                mask = blur_mask(&mask, spec.blur as f64, spec.blur as f64).map_err(|e| invalid("mask_blur", e.to_string()))?;
-            }
-            Some(mask)
-        }
-        None => None,
-    };
-    Ok(PreparedInputs { init, mask })
-}
 
 pub fn prepare_latents(
     model: &SdModel,
@@ -59,7 +25,7 @@ pub fn prepare_latents(
 ) -> candle_core::Result<PreparedLatents> {
     let strength = req.init_image.as_ref().map(|i| i.strength).unwrap_or(1.0);
     match (&inputs.init, &inputs.mask) {
-        (Some(image), Some(mask)) => latents::inpaint(model, image, mask, strength, steps, sampler, noise),
+        (Some(image), Some(mask)) => latents::inpaint(model, image, mask, inputs.content, strength, steps, sampler, noise),
         (Some(image), None) => latents::img2img(model, image, strength, steps, sampler, noise),
         _ => latents::txt2img(model, req.width, req.height, sampler, noise),
     }

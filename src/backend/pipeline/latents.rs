@@ -5,7 +5,8 @@ use candle_core::{Result, Tensor};
 
 use super::image_tensor::{downsample_nearest, mask_to_tensor, rgb_to_tensor};
 use super::model::SdModel;
-use crate::backend::request::{MaskImage, RgbImage};
+use crate::backend::image_io::resize_mask_bicubic;
+use crate::backend::request::{MaskImage, MaskedContent, RgbImage};
 use crate::backend::rng::BatchNoise;
 use crate::backend::samplers::Sampler;
 
@@ -61,10 +62,18 @@ pub fn img2img(model: &SdModel, image: &RgbImage, strength: f64, steps: usize, s
 }
 
 /// Inpainting (mask white = repaint), for 9-channel inpainting UNets and ordinary ones.
+///
+/// With `Original` content this is diffusers' pipeline (at strength 1 the latents start as pure
+/// noise). The other contents follow A1111, which always starts from the init latents plus
+/// noise, so what the masked area holds matters even at strength 1: the "fill" image was
+/// already prepared, "latent noise" puts the image's initial noise under the mask and "latent
+/// nothing" zeros (A1111's `init_latent * mask + noise * nmask`).
+#[allow(clippy::too_many_arguments)]
 pub fn inpaint(
     model: &SdModel,
     image: &RgbImage,
     mask: &MaskImage,
+    content: MaskedContent,
     strength: f64,
     steps: usize,
     sampler: &dyn Sampler,
@@ -73,12 +82,18 @@ pub fn inpaint(
     let dims = latent_dims(model, image.width, image.height);
     let full_strength = strength >= 1.0;
     let start_index = if full_strength { 0 } else { img2img_start_index(steps, strength, sampler.order()) };
+    let from_image = content != MaskedContent::Original || !full_strength;
     // diffusers encodes the unmasked image first whenever it needs it: for a 4-channel UNet
     // (blending) or to start part-way (strength < 1).
-    let image_latents = if !model.is_inpainting_model() || !full_strength { Some(encode_image(model, image, noise)?) } else { None };
+    let image_latents = if !model.is_inpainting_model() || from_image { Some(encode_image(model, image, noise)?) } else { None };
     let eps = noise.initial_randn(&dims, &model.device, model.dtype)?;
-    let latents = match (&image_latents, full_strength) {
-        (Some(img), false) => sampler.add_noise(img, &eps, start_index)?,
+    let image_latents = match (image_latents, content) {
+        (Some(latents), MaskedContent::LatentNoise) => Some(replace_masked(&latents, mask, Some(&eps), dims)?),
+        (Some(latents), MaskedContent::LatentNothing) => Some(replace_masked(&latents, mask, None, dims)?),
+        (latents, _) => latents,
+    };
+    let latents = match (&image_latents, from_image) {
+        (Some(img), true) => sampler.add_noise(img, &eps, start_index)?,
         _ => (&eps * sampler.init_noise_sigma())?,
     };
     let mask_full = mask_to_tensor(mask, &model.device, model.dtype)?;
@@ -96,6 +111,20 @@ pub fn inpaint(
         InpaintMode::Blend { mask: mask_latent, image_latents, noise: eps }
     };
     Ok(PreparedLatents { latents, start_index, inpaint: Some(inpaint_mode) })
+}
+
+/// `latents` with the masked area replaced by `replacement` (zeros when `None`). The mask is
+/// brought to the latent size as A1111 does (Pillow's bicubic resize, then rounded), not with
+/// the nearest-neighbour rule diffusers uses for its blending mask.
+fn replace_masked(latents: &Tensor, mask: &MaskImage, replacement: Option<&Tensor>, dims: [usize; 4]) -> Result<Tensor> {
+    let small = resize_mask_bicubic(mask, dims[3] as u32, dims[2] as u32).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let values: Vec<f32> = small.pixels.iter().map(|&v| if v >= 128 { 1.0 } else { 0.0 }).collect();
+    let repaint = Tensor::from_vec(values, (1, 1, dims[2], dims[3]), latents.device())?.to_dtype(latents.dtype())?;
+    let kept = latents.broadcast_mul(&(1.0 - &repaint)?)?;
+    match replacement {
+        Some(new) => kept + new.broadcast_mul(&repaint)?,
+        None => Ok(kept),
+    }
 }
 
 /// [`encode_image`] for pixels already in tensor form (`[1, 3, H, W]`, -1..1).

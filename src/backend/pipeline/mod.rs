@@ -6,6 +6,7 @@ pub mod denoise;
 pub mod generate;
 pub mod hires;
 pub mod image_tensor;
+pub mod inputs;
 pub mod job_embeddings;
 pub mod latent_upscale;
 pub mod latents;

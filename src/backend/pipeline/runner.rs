@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use super::conditioning::{encode_prompts, PromptPair};
 use super::denoise::loop_len;
 use super::conditioning::TextConditioning;
-use super::generate::{decode, first_pass_latents, internal, new_sampler, prepare_inputs, start_index, validate, ImageSeeds};
+use super::generate::{decode, first_pass_latents, internal, new_sampler, prepare_inputs, start_index, validate, ImageSeeds, PreparedInputs};
 use super::hires::{hires_latents, hires_loop_len};
 use super::job_embeddings::{job_embeddings, JobEmbeddings};
 use super::loading::ModelLoader;
@@ -372,8 +372,11 @@ impl JobRunner for SdRunner {
             if interrupted && !ctx.is_interrupted() {
                 return Err(RunError::Cancelled);
             }
-            let image = decode(model, &denoised.latents).map_err(internal)?;
-            let infotext = format_infotext(&infotext(ctx.request(), seeds, &prepared, &unsupported));
+            let mut image = decode(model, &denoised.latents).map_err(internal)?;
+            if let Some(paste_back) = &inputs.paste_back {
+                image = paste_back.apply(&image).map_err(|e| internal(e.to_string()))?;
+            }
+            let infotext = format_infotext(&infotext(ctx.request(), seeds, &prepared, &unsupported, &inputs));
             let bytes = encode_image(&image, req.output_format, Some(&infotext)).map_err(|e| internal(e.to_string()))?;
             let mut warnings = prepared.warnings.clone();
             if interrupted {
@@ -487,7 +490,7 @@ fn hires_infotext(fields: &mut InfotextFields, req: &GenerationRequest, hires: &
     }
 }
 
-fn infotext(req: &GenerationRequest, seeds: ImageSeeds, prepared: &Prepared, unsupported: &[(String, String)]) -> InfotextFields {
+fn infotext(req: &GenerationRequest, seeds: ImageSeeds, prepared: &Prepared, unsupported: &[(String, String)], inputs: &PreparedInputs) -> InfotextFields {
     let mut fields = InfotextFields {
         prompt: req.prompt.clone(),
         negative_prompt: req.negative_prompt.clone(),
@@ -512,6 +515,10 @@ fn infotext(req: &GenerationRequest, seeds: ImageSeeds, prepared: &Prepared, uns
     }
     if let Some(hires) = &req.hires {
         hires_infotext(&mut fields, req, hires);
+    }
+    // A1111 adds the mask entries while preparing the init image, before extra networks load.
+    for (key, value) in req.infotext_extra.iter().cloned().chain(inputs.infotext_entries()) {
+        fields.set_extra(key, value);
     }
     for (key, value) in prepared.infotext_extra.iter().chain(unsupported) {
         fields.set_extra(key.clone(), value.clone());

@@ -2,12 +2,12 @@
 //!
 //! Honoured: init_images (raw base64 or `data:` URLs; one image repeated over the batch, or N ≤
 //! batch_size images, one per image of each batch), resize_mode 0–3, denoising_strength, mask,
-//! mask_blur(_x/_y), inpainting_mask_invert, include_init_images, and the output size
-//! width×height (not the init image's). Accepted but not applied, because the engine has no
-//! support for them yet (logged per call): inpaint_full_res ("Only masked": the whole picture is
-//! inpainted), inpainting_fill other than "original" (the engine keeps the original latents
-//! under the mask as a starting point), and A1111's overlay of the original pixels outside the
-//! mask.
+//! mask_blur(_x/_y), inpainting_mask_invert, inpainting_fill 0–3, inpaint_full_res ("Only
+//! masked", the API default) with inpaint_full_res_padding, include_init_images, and the output
+//! size width×height (not the init image's; with "Only masked" the init image's, as in A1111).
+//! The mask is made binary, inverted and blurred here at its own size, as A1111 does before
+//! anything else; the engine does the cropping, filling and pasting back. Not done: A1111's
+//! overlay of the original pixels outside the mask when inpainting the whole picture.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,20 +15,24 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 
 use super::errors::{A1111Error, A1111ErrorBody, UnprocessableBody};
-use super::generation::{fit_to_output, loaded_model, prepare, run_jobs, PlannedJob, PreparedCall};
-use super::img2img_inputs::{fit_init_image, init_image, mask_image, parse_hex_color, MaskOptions};
+use serde_json::Value;
+
+use super::generation::{fit_images, loaded_model, prepare, run_jobs, PlannedJob, PreparedCall};
+use super::img2img_inputs::{fit_init_image, fit_mask, init_image, mask_image, parse_hex_color, MaskOptions};
 use super::infotext_fields::parse_request;
 use super::request_model::{defaults, Img2ImgRequest};
 use super::response::{base_extra_params, encoded_images, info_json, Img2ImgResponse, InfoContext};
 use super::A1111Face;
 use crate::backend::image_io::ResizeMode;
-use crate::backend::request::{InitImage, MaskSpec, RgbImage};
+use crate::backend::request::{InitImage, InpaintArea, MaskSpec, MaskedContent, RgbImage};
 use crate::http::AppState;
 
-/// The decoded inputs of a call, at the generation size.
+/// The decoded inputs of a call: at the generation size, or at their own size for "Only masked".
 struct Inputs {
     images: Vec<RgbImage>,
     mask: Option<MaskSpec>,
+    /// What the infotext says about the mask preparation done here.
+    mask_infotext: Vec<(String, String)>,
 }
 
 fn resize_mode(req: &Img2ImgRequest) -> Result<ResizeMode, A1111Error> {
@@ -50,33 +54,101 @@ fn mask_options(req: &Img2ImgRequest) -> MaskOptions {
     }
 }
 
+/// `inpainting_fill`: A1111 fills for anything but 1, and names only 0, 2 and 3.
+fn masked_content(req: &Img2ImgRequest) -> MaskedContent {
+    let value = req.inpainting_fill.unwrap_or(0);
+    MaskedContent::from_a1111(value).unwrap_or_else(|| {
+        tracing::warn!(inpainting_fill = value, "unknown inpainting_fill; filling as A1111 does for any value but 1");
+        MaskedContent::Fill
+    })
+}
+
+fn inpaint_area(req: &Img2ImgRequest) -> InpaintArea {
+    if req.inpaint_full_res.unwrap_or(true) {
+        InpaintArea::OnlyMasked { padding: req.inpaint_full_res_padding.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32 }
+    } else {
+        InpaintArea::WholeImage
+    }
+}
+
+/// The entries A1111 writes for the mask steps done here: `Mask mode`, then `Mask blur`.
+fn mask_infotext(options: &MaskOptions) -> Vec<(String, String)> {
+    let mut entries = Vec::new();
+    if options.invert {
+        entries.push(("Mask mode".to_string(), "Inpaint not masked".to_string()));
+    }
+    if options.blur_x > 0.0 || options.blur_y > 0.0 {
+        if options.blur_x == options.blur_y {
+            entries.push(("Mask blur".to_string(), (options.blur_x as i64).to_string()));
+        } else {
+            entries.push(("Mask blur x".to_string(), (options.blur_x as i64).to_string()));
+            entries.push(("Mask blur y".to_string(), (options.blur_y as i64).to_string()));
+        }
+    }
+    entries
+}
+
 fn decode_inputs(req: &Img2ImgRequest, texts: &[String], state: &AppState, face: &A1111Face, call: &PreparedCall) -> Result<Inputs, A1111Error> {
     let mode = resize_mode(req)?;
     let (width, height) = call.generation_size;
     let max_pixels = state.limits.max_input_pixels;
     let background = face.options.get("img2img_background_color").and_then(|v| v.as_str().map(parse_hex_color)).unwrap_or([255, 255, 255]);
-    let images = texts
+    let flattened = texts
         .iter()
         .enumerate()
-        .map(|(i, text)| {
-            let image = init_image(&format!("init_images[{i}]"), text, max_pixels, background)?;
-            fit_init_image(&image, width, height, mode)
-        })
+        .map(|(i, text)| init_image(&format!("init_images[{i}]"), text, max_pixels, background))
         .collect::<Result<Vec<_>, _>>()?;
-    let mask = match req.mask.as_deref().filter(|m| !m.is_empty()) {
-        Some(text) => {
-            let mask = mask_image(text, max_pixels, mask_options(req), width, height, mode)?;
-            if req.inpaint_full_res.unwrap_or(true) {
-                tracing::warn!("inpaint_full_res (\"Only masked\") is not supported by the engine yet; inpainting the whole picture");
-            }
-            if req.inpainting_fill.unwrap_or(0) != 1 {
-                tracing::warn!(fill = req.inpainting_fill.unwrap_or(0), "inpainting_fill modes other than 1 (original) are not supported by the engine yet; using original");
-            }
-            Some(MaskSpec { mask, blur: 0, invert: false })
-        }
-        None => None,
+    let fitted = |images: &[RgbImage]| images.iter().map(|image| fit_init_image(image, width, height, mode)).collect::<Result<Vec<_>, _>>();
+    let Some(text) = req.mask.as_deref().filter(|m| !m.is_empty()) else {
+        return Ok(Inputs { images: fitted(&flattened)?, mask: None, mask_infotext: Vec::new() });
     };
-    Ok(Inputs { images, mask })
+    let options = mask_options(req);
+    let mask_infotext = mask_infotext(&options);
+    let area = inpaint_area(req);
+    let spec = |mask| MaskSpec { content: masked_content(req), area, ..MaskSpec::new(mask) };
+    match area {
+        InpaintArea::WholeImage => {
+            let mask = mask_image(text, max_pixels, options, Some((width, height, mode)))?;
+            Ok(Inputs { images: fitted(&flattened)?, mask: Some(spec(mask)), mask_infotext })
+        }
+        InpaintArea::OnlyMasked { .. } => {
+            let mask = mask_image(text, max_pixels, options, None)?;
+            if mask.pixels.iter().all(|&v| v == 0) {
+                // A1111 cannot crop to a blank mask and runs plain img2img (the blur is still reported).
+                tracing::info!("Unable to perform \"Inpaint Only mask\" because mask is blank, switch to img2img mode.");
+                return Ok(Inputs { images: fitted(&flattened)?, mask: None, mask_infotext });
+            }
+            // The images keep their size; A1111 scales the mask to the image's where they differ.
+            let mask = match flattened.first() {
+                Some(first) if (first.width, first.height) != (mask.width, mask.height) => fit_mask(&mask, first.width, first.height, mode)?,
+                _ => mask,
+            };
+            Ok(Inputs { images: flattened, mask: Some(spec(mask)), mask_infotext })
+        }
+    }
+}
+
+/// `extra_generation_params` entries of the mask, in A1111's order and JSON types.
+fn mask_extra_params(req: &Img2ImgRequest, inputs: &Inputs) -> Vec<(String, Value)> {
+    let mut extra = Vec::new();
+    if req.mask.as_deref().is_none_or(str::is_empty) {
+        return extra;
+    }
+    for (key, value) in &inputs.mask_infotext {
+        // The blur is an int in A1111's dict; the mode a string.
+        extra.push((key.clone(), value.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(value.as_str()))));
+    }
+    let Some(spec) = &inputs.mask else {
+        return extra;
+    };
+    if let InpaintArea::OnlyMasked { padding } = spec.area {
+        extra.push(("Inpaint area".to_string(), Value::from("Only masked")));
+        extra.push(("Masked area padding".to_string(), Value::from(padding)));
+    }
+    if let Some(label) = spec.content.infotext_label() {
+        extra.push(("Masked content".to_string(), Value::from(label)));
+    }
+    extra
 }
 
 /// One job per batch when one init image serves the whole batch; one job per image otherwise.
@@ -92,6 +164,7 @@ fn plan_jobs(call: &PreparedCall, inputs: Inputs, strength: f64) -> Vec<PlannedJ
             }
             request.init_image = Some(InitImage { image: image.clone(), strength });
             request.mask = inputs.mask.clone();
+            request.infotext_extra = inputs.mask_infotext.clone();
             jobs.push(PlannedJob { batch, request });
         }
     }
@@ -135,25 +208,22 @@ pub async fn img2img(State(state): State<AppState>, Extension(face): Extension<A
     let call = prepare(&effective, &state, &face, &model)?;
     let strength = effective.denoising_strength();
     let inputs = decode_inputs(&req, &texts, &state, &face, &call)?;
-    let has_mask = inputs.mask.is_some();
+    let mask_extra = mask_extra_params(&req, &inputs);
+    let only_masked = matches!(inputs.mask.as_ref().map(|m| m.area), Some(InpaintArea::OnlyMasked { .. }));
     let jobs = plan_jobs(&call, inputs, strength);
     if let Some(job) = jobs.first() {
         state.limits.check(&job.request).map_err(|v| A1111Error::bad_request(format!("denoising_strength {}", v.problem)))?;
     }
     let guard = face.runs.register("scripts_img2img", call.n_iter);
     let mut result = run_jobs(&state, &guard.run, jobs).await?;
-    result.images = fit_to_output(std::mem::take(&mut result.images), &call)?;
+    // "Only masked" images come back at the init image's size, which is what A1111 returns.
+    let resized = [(call.generation_size, call.output_size)];
+    result.images = fit_images(std::mem::take(&mut result.images), &call, if only_masked { &[] } else { &resized })?;
 
     let mut extra = base_extra_params(&call);
     extra.insert("Denoising strength", strength);
-    if has_mask {
-        let options = mask_options(&req);
-        if options.blur_x == options.blur_y {
-            extra.insert("Mask blur", options.blur_x as i64);
-        } else {
-            extra.insert("Mask blur x", options.blur_x as i64);
-            extra.insert("Mask blur y", options.blur_y as i64);
-        }
+    for (key, value) in mask_extra {
+        extra.insert(&key, value);
     }
     let ctx = InfoContext { job_timestamp: &guard.run.job_timestamp, denoising_strength: Some(strength), extra_generation_params: extra };
     let info = info_json(&effective, &call, &result, &ctx)?;

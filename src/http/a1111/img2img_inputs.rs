@@ -83,8 +83,9 @@ fn binary_mask(image: &RgbaImage, round: bool) -> MaskImage {
     MaskImage { width: image.width, height: image.height, pixels }
 }
 
-/// A mask ready for the engine (white = repaint), at `width`×`height`.
-pub fn mask_image(text: &str, max_pixels: u64, options: MaskOptions, width: u32, height: u32, mode: ResizeMode) -> Result<MaskImage, A1111Error> {
+/// A mask ready for the engine (white = repaint): made binary, inverted and blurred at its own
+/// size, then resized to `fit_to` (width, height, mode) when given.
+pub fn mask_image(text: &str, max_pixels: u64, options: MaskOptions, fit_to: Option<(u32, u32, ResizeMode)>) -> Result<MaskImage, A1111Error> {
     let mut mask = binary_mask(&decode("mask", text, max_pixels)?, options.round);
     if options.invert {
         mask = invert_mask(&mask);
@@ -92,7 +93,15 @@ pub fn mask_image(text: &str, max_pixels: u64, options: MaskOptions, width: u32,
     if options.blur_x > 0.0 || options.blur_y > 0.0 {
         mask = blur_mask(&mask, options.blur_x, options.blur_y).map_err(|e| A1111Error::bad_request(format!("mask: {e}")))?;
     }
-    resize_mask(&mask, width, height, mode).map_err(|e| A1111Error::bad_request(format!("mask: {e}")))
+    match fit_to {
+        Some((width, height, mode)) => fit_mask(&mask, width, height, mode),
+        None => Ok(mask),
+    }
+}
+
+/// A mask resized with an A1111 resize mode.
+pub fn fit_mask(mask: &MaskImage, width: u32, height: u32, mode: ResizeMode) -> Result<MaskImage, A1111Error> {
+    resize_mask(mask, width, height, mode).map_err(|e| A1111Error::bad_request(format!("mask: {e}")))
 }
 
 /// An init image resized to the generation size.

@@ -470,7 +470,7 @@ fn from_inpaint(op: ImageInpaintRequest, limits: &RequestLimits, served: &Served
     // Inpainting repaints the masked area from scratch, as diffusers' inpaint pipeline does by
     // default (strength 1.0).
     request.init_image = Some(InitImage { image, strength: 1.0 });
-    request.mask = Some(MaskSpec { mask, blur: 0, invert: false });
+    request.mask = Some(MaskSpec::new(mask));
     Ok(request)
 }
 

@@ -192,7 +192,7 @@ pub fn plan(params: ImageParams, model: &ModelInfo, limits: &RequestLimits, loca
         // The pipeline resizes the image and mask to the generation size (stretching, like the
         // final resize back to the requested size).
         request.init_image = Some(InitImage { image: source.image, strength });
-        request.mask = mask.map(|mask| MaskSpec { mask, blur: 0, invert: false });
+        request.mask = mask.map(MaskSpec::new);
     }
     check_limits(&request, limits)?;
 
