@@ -137,3 +137,29 @@ fn masked_content_modes_change_the_start_and_are_reported() {
         }
     }
 }
+
+#[test]
+fn whole_image_overlay_returns_the_unmasked_pixels_exactly() {
+    let engine = engine("tiny-sd15");
+    let init = init_image(64, 64);
+    let boxed = (16, 16, 48, 40);
+    let with = |overlay_original: bool| {
+        let mask = MaskSpec { overlay_original, ..MaskSpec::new(box_mask(64, 64, boxed)) };
+        pixels(&run(&engine, request(&init, mask, 0.8)))
+    };
+    let plain = with(false);
+    let overlaid = with(true);
+    let mut drift = 0u32;
+    for y in 0..64u32 {
+        for x in 0..64u32 {
+            let i = ((y * 64 + x) * 3) as usize;
+            if (boxed.0..boxed.2).contains(&x) && (boxed.1..boxed.3).contains(&y) {
+                assert_eq!(overlaid.pixels[i..i + 3], plain.pixels[i..i + 3], "pixel ({x},{y}) inside the mask is the generated one");
+            } else {
+                assert_eq!(overlaid.pixels[i..i + 3], init.pixels[i..i + 3], "pixel ({x},{y}) outside the mask");
+                drift += u32::from(plain.pixels[i].abs_diff(init.pixels[i]));
+            }
+        }
+    }
+    assert!(drift > 0, "without the overlay the VAE round trip changes unmasked pixels (diffusers' behaviour)");
+}

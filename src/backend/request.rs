@@ -252,12 +252,17 @@ pub struct MaskSpec {
     pub invert: bool,
     pub content: MaskedContent,
     pub area: InpaintArea,
+    /// Whole-image inpainting: composite the init image back over the result outside the mask
+    /// (through the mask doubled and clipped, as A1111 does), so unmasked pixels come back
+    /// exactly. Off = diffusers' inpainting pipeline, whose VAE round trip alters them slightly.
+    /// ("Only masked" always pastes back.)
+    pub overlay_original: bool,
 }
 
 impl MaskSpec {
-    /// A mask used as given: no blur, not inverted, original content, whole image.
+    /// A mask used as given: no blur, not inverted, original content, whole image, no overlay.
     pub fn new(mask: MaskImage) -> Self {
-        MaskSpec { mask, blur: 0, invert: false, content: MaskedContent::Original, area: InpaintArea::WholeImage }
+        MaskSpec { mask, blur: 0, invert: false, content: MaskedContent::Original, area: InpaintArea::WholeImage, overlay_original: false }
     }
 }
 

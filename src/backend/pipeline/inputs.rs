@@ -21,30 +21,36 @@ pub struct PreparedInputs {
     pub paste_back: Option<PasteBack>,
 }
 
-/// The init image at its own size, the mask it is pasted back through and where the generated
+/// The init image, the mask it is pasted back through and, for "Only masked", where the generated
 /// crop goes (A1111's `overlay_images`, `mask_for_overlay` and `paste_to`).
 pub struct PasteBack {
     pub original: RgbImage,
     pub mask: MaskImage,
-    pub region: CropRegion,
-    pub padding: u32,
+    /// "Only masked": the crop region and its padding; `None` for the whole image.
+    pub region: Option<(CropRegion, u32)>,
 }
 
 impl PasteBack {
-    /// The final image: `generated` (the request's size) scaled into the crop region and
-    /// composited under the original's unmasked pixels.
+    /// The final image: `generated` (scaled into the crop region for "Only masked") composited
+    /// under the original's unmasked pixels.
     pub fn apply(&self, generated: &RgbImage) -> Result<RgbImage, ImageIoError> {
-        overlay_original(generated, &self.original, &self.mask, Some(self.region))
+        overlay_original(generated, &self.original, &self.mask, self.region.map(|(region, _)| region))
     }
+}
+
+/// A1111's whole-picture `mask_for_overlay`: the (blurred) mask doubled and clipped, so the
+/// original shows through fully outside the mask and half-way into its blurred edge.
+fn doubled(mask: &MaskImage) -> MaskImage {
+    MaskImage { width: mask.width, height: mask.height, pixels: mask.pixels.iter().map(|&v| v.saturating_mul(2)).collect() }
 }
 
 impl PreparedInputs {
     /// The infotext entries of the inpainting steps that ran, in A1111's order.
     pub fn infotext_entries(&self) -> Vec<(String, String)> {
         let mut entries = Vec::new();
-        if let Some(paste) = &self.paste_back {
+        if let Some((_, padding)) = self.paste_back.as_ref().and_then(|paste| paste.region) {
             entries.push(("Inpaint area".to_string(), "Only masked".to_string()));
-            entries.push(("Masked area padding".to_string(), paste.padding.to_string()));
+            entries.push(("Masked area padding".to_string(), padding.to_string()));
         }
         if let (Some(_), Some(label)) = (&self.mask, self.content.infotext_label()) {
             entries.push(("Masked content".to_string(), label.to_string()));
@@ -89,7 +95,12 @@ pub fn prepare_inputs(req: &GenerationRequest) -> Result<PreparedInputs, RunErro
         return Ok(PreparedInputs { init: Some(fit(&init.image, width, height)?), mask: None, content: MaskedContent::Original, paste_back: None });
     };
     let (image, mask, paste_back) = match spec.area {
-        InpaintArea::WholeImage => (fit(&init.image, width, height)?, shaped_mask(spec, width, height)?, None),
+        InpaintArea::WholeImage => {
+            let image = fit(&init.image, width, height)?;
+            let mask = shaped_mask(spec, width, height)?;
+            let paste = spec.overlay_original.then(|| PasteBack { original: image.clone(), mask: doubled(&mask), region: None });
+            (image, mask, paste)
+        }
         InpaintArea::OnlyMasked { padding } => {
             // The mask is shaped at the init image's size, where the crop region is found.
             let original = &init.image;
@@ -104,7 +115,7 @@ pub fn prepare_inputs(req: &GenerationRequest) -> Result<PreparedInputs, RunErro
             // A1111 scales both with resize mode 2 ("resize and fill") to the processing size.
             let image = resize_image(&crop_image, width, height, ResizeMode::ResizeAndFill).map_err(|e| invalid("init_image", e))?;
             let mask = resize_mask(&crop_mask, width, height, ResizeMode::ResizeAndFill).map_err(|e| invalid("mask", e))?;
-            let paste = PasteBack { original: original.clone(), mask: full_mask, region, padding };
+            let paste = PasteBack { original: original.clone(), mask: full_mask, region: Some((region, padding)) };
             (image, mask, Some(paste))
         }
     };

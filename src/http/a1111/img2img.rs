@@ -105,7 +105,8 @@ fn decode_inputs(req: &Img2ImgRequest, texts: &[String], state: &AppState, face:
     let options = mask_options(req);
     let mask_infotext = mask_infotext(&options);
     let area = inpaint_area(req);
-    let spec = |mask| MaskSpec { content: masked_content(req), area, ..MaskSpec::new(mask) };
+    // A1111 always composites the init image back outside the mask.
+    let spec = |mask| MaskSpec { content: masked_content(req), area, overlay_original: true, ..MaskSpec::new(mask) };
     match area {
         InpaintArea::WholeImage => {
             let mask = mask_image(text, max_pixels, options, Some((width, height, mode)))?;

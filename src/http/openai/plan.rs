@@ -192,7 +192,8 @@ pub fn plan(params: ImageParams, model: &ModelInfo, limits: &RequestLimits, loca
         // The pipeline resizes the image and mask to the generation size (stretching, like the
         // final resize back to the requested size).
         request.init_image = Some(InitImage { image: source.image, strength });
-        request.mask = mask.map(MaskSpec::new);
+        // The area outside the mask comes back as uploaded (no VAE round-trip drift).
+        request.mask = mask.map(|mask| MaskSpec { overlay_original: true, ..MaskSpec::new(mask) });
     }
     check_limits(&request, limits)?;
 
