@@ -22,9 +22,12 @@ pub fn hires_steps(req: &GenerationRequest, hires: &HiresPass) -> usize {
     if hires.steps == 0 { req.steps as usize } else { hires.steps as usize }
 }
 
+/// A sampler and the loop index it starts at.
+pub type StartedSampler = (Box<dyn Sampler>, usize);
+
 /// The second pass's sampler and the loop index it starts at; `None` when the strength is 0
 /// (nothing is sampled).
-pub fn hires_sampler(model: &SdModel, req: &GenerationRequest, hires: &HiresPass) -> Result<Option<(Box<dyn Sampler>, usize)>, RunError> {
+pub fn hires_sampler(model: &SdModel, req: &GenerationRequest, hires: &HiresPass) -> Result<Option<StartedSampler>, RunError> {
     if hires.denoising_strength <= 0.0 {
         return Ok(None);
     }

@@ -135,7 +135,8 @@ mod tests {
         // A row [1, 2] doubled with a = -0.75 and clamped borders, evaluated in f64 in Python
         // from torch's formula (real = 0.5·(d + 0.5) − 0.5, taps floor(real) − 1 .. + 2).
         let row = upscale(&[1.0, 2.0], (1, 2), (1, 4), LatentInterpolation::Bicubic);
-        close(&row, &[0.89453125, 1.2265625, 1.7734375, 2.10546875]);
+        // Exact in f32: 229/256, 314/256, 454/256, 539/256.
+        close(&row, &[229.0 / 256.0, 314.0 / 256.0, 454.0 / 256.0, 539.0 / 256.0]);
     }
 
     #[test]

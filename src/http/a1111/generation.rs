@@ -326,11 +326,14 @@ fn rewrite_size(infotext: &str, from: (u32, u32), to: (u32, u32)) -> String {
     }
 }
 
+/// `(generated width × height, width × height the client gets)`.
+pub type SizeFit = ((u32, u32), (u32, u32));
+
 /// Give the client the size it asked for when the model needed another one: each image whose
 /// size is a generation size in `sizes` is resized (Lanczos) to its output size, and the
 /// infotext's `Size` (always the first pass's) is corrected; images are re-encoded only when
 /// something changed.
-pub fn fit_images(images: Vec<GeneratedImage>, call: &PreparedCall, sizes: &[((u32, u32), (u32, u32))]) -> Result<Vec<GeneratedImage>, A1111Error> {
+pub fn fit_images(images: Vec<GeneratedImage>, call: &PreparedCall, sizes: &[SizeFit]) -> Result<Vec<GeneratedImage>, A1111Error> {
     images
         .into_iter()
         .map(|image| {

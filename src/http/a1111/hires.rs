@@ -105,10 +105,13 @@ pub fn check_hires(req: &Txt2ImgRequest) -> Result<(), A1111Error> {
     Ok(())
 }
 
+/// The engine's hires pass and the final size A1111 reports for it.
+pub type PlannedHires = (HiresPass, (u32, u32));
+
 /// The hires pass of a call and the size A1111 would return, or `None` without `enable_hr`.
 /// `first_pass` is the requested size, `size_multiple` the model's: the engine works at the
 /// nearest sizes it can make and the face resizes to A1111's size afterwards.
-pub fn hires_pass(req: &Txt2ImgRequest, first_pass: (i64, i64), first_cfg: f64, size_multiple: u32) -> Result<Option<(HiresPass, (u32, u32))>, A1111Error> {
+pub fn hires_pass(req: &Txt2ImgRequest, first_pass: (i64, i64), first_cfg: f64, size_multiple: u32) -> Result<Option<PlannedHires>, A1111Error> {
     if req.enable_hr != Some(true) {
         return Ok(None);
     }
