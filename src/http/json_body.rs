@@ -5,8 +5,17 @@
 
 use std::sync::LazyLock;
 
+use axum::http::{header, HeaderMap};
 use regex::Regex;
 use serde_json::Value;
+
+/// Whether `headers` say the body is JSON (`application/json`, any case, parameters allowed).
+pub fn has_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"))
+}
 
 /// Why a body is not usable JSON, with the field when the fault is one value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

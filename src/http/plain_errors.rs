@@ -8,6 +8,8 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use crate::http::json_body::has_json_content_type;
+
 /// Builds a face's error response from a status and a message.
 pub type ErrorShape = fn(StatusCode, String) -> Response;
 
@@ -25,12 +27,7 @@ pub struct FaceErrors {
 pub async fn reshape(State(face): State<FaceErrors>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    if !(status.is_client_error() || status.is_server_error()) || has_json_content_type(response.headers()) {
         return response;
     }
     let (parts, body) = response.into_parts();

@@ -5,7 +5,6 @@
 use axum::body::Bytes;
 use axum::extract::multipart::Multipart;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::header;
 use axum::response::Response;
 use axum::Extension;
 // File parts are read separately; these fields only document them.
@@ -13,6 +12,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::http::json_body::has_json_content_type;
 use crate::http::openai::errors::{OpenAiError, OpenAiErrorBody};
 use crate::http::openai::jobs::{off_runtime, run_image_request};
 use crate::http::openai::json_edits::{json_form, EditImageJsonRequest};
@@ -139,11 +139,7 @@ pub async fn create_image_edit(
     request: Request,
 ) -> Result<Response, OpenAiError> {
     let headers = request.headers().clone();
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
-    let form = if is_json {
+    let form = if has_json_content_type(&headers) {
         let body = Bytes::from_request(request, &state)
             .await
             .map_err(|e| OpenAiError::new(e.status(), "invalid_request_error", format!("the request body could not be read: {}", e.body_text())))?;
