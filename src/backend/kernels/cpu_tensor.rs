@@ -51,6 +51,13 @@ pub fn zeroed(len: usize) -> Vec<f32> {
 #[derive(Clone, Copy)]
 pub struct SharedOut(pub *mut f32);
 
+impl SharedOut {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 // SAFETY: only used to hand disjoint output regions to rayon tasks (documented at each use).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}

@@ -6,7 +6,7 @@ use candle_nn::Linear;
 use rayon::prelude::*;
 
 use super::cpu_tensor::{is_cpu_f32, tensor_from_vec, zeroed, F32Data, SharedOut};
-use super::gemm_call::{gemm_f32, MatMut, MatRef};
+use super::gemm_call::{gemm_f32_banded, MatMut, MatRef};
 use super::profile;
 
 /// `lin.forward(x)`, with the CPU kernel for f32 inputs.
@@ -40,7 +40,7 @@ pub fn linear(lin: &Linear, x: &Tensor) -> Result<Tensor> {
     let dst = SharedOut(out.as_mut_ptr());
     // SAFETY: sizes come from the checked shapes; `out` is exclusively ours during the call.
     unsafe {
-        gemm_f32(
+        gemm_f32_banded(
             rows,
             outputs,
             inputs,
@@ -92,7 +92,7 @@ pub fn linear_from_channels_first(lin: &Linear, x: &Tensor) -> Result<Tensor> {
     for item in 0..batch {
         // SAFETY: item `item` owns rows `item * pixels ..` of `out`; reads stay inside x and W.
         unsafe {
-            gemm_f32(
+            gemm_f32_banded(
                 pixels,
                 outputs,
                 inputs,
@@ -144,7 +144,7 @@ pub fn linear_to_channels_first_add(lin: &Linear, tokens: &Tensor, residual: &Te
     for item in 0..batch {
         // SAFETY: image `item` owns its `outputs * pixels` block of `out`.
         unsafe {
-            gemm_f32(
+            gemm_f32_banded(
                 outputs,
                 pixels,
                 inputs,

@@ -17,6 +17,7 @@ pub mod linear;
 pub mod profile;
 pub mod simd;
 mod vmath;
+mod winograd;
 
 pub use simd::{log_cpu_kernels, simd_level, SimdLevel};
 

@@ -59,32 +59,35 @@ pub fn log_cpu_kernels() {
     );
 }
 
-/// `simd_dispatch!(fn name(args) -> ret = body_fn;)` defines `name`, which calls the
+/// `simd_dispatch!(fn name<const N: usize>(args) -> ret = body_fn;)` (const generics optional)
+/// defines `name`, which calls the
 /// `#[inline(always)]` function `body_fn` compiled for AVX-512, for AVX2+FMA, or for the
 /// baseline target, whichever [`simd_level`] picked. The body stays ordinary safe Rust; LLVM
 /// vectorises it for the enabled features.
 macro_rules! simd_dispatch {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:path;) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$(const $g:ident : $gty:ty),+ $(,)?>)? ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident;) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name $(<$(const $g: $gty),+>)? ($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512 $(<$(const $g: $gty),+>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body $(::<$($g),+>)? ($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2 $(<$(const $g: $gty),+>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body $(::<$($g),+>)? ($($arg),*)
                 }
                 match $crate::backend::kernels::simd::simd_level() {
                     // SAFETY: the level was detected on this CPU, so the features are present.
-                    $crate::backend::kernels::simd::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
-                    $crate::backend::kernels::simd::SimdLevel::Avx2Fma => return unsafe { avx2($($arg),*) },
+                    $crate::backend::kernels::simd::SimdLevel::Avx512 => return unsafe { avx512 $(::<$($g),+>)? ($($arg),*) },
+                    $crate::backend::kernels::simd::SimdLevel::Avx2Fma => return unsafe { avx2 $(::<$($g),+>)? ($($arg),*) },
                     $crate::backend::kernels::simd::SimdLevel::Baseline => {}
                 }
             }
-            $body($($arg),*)
+            $body $(::<$($g),+>)? ($($arg),*)
         }
     };
 }

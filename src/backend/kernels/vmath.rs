@@ -21,8 +21,13 @@ pub fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 1.666_666_5e-1);
     p = p.mul_add(r, 0.5);
     let y = p.mul_add(r * r, r) + 1.0;
-    // 2^n through the exponent bits; n is in [-126, 128) after the clamp.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n through the exponent bits; n is in [-126, 128) after the clamp. The biased exponent
+    // n + 127 is read from the low mantissa bits of n + 127 + 1.5 * 2^23 (exact: an integer
+    // below 2^24) rather than by `as i32`, whose saturating conversion LLVM keeps scalar and
+    // which would leave the whole loop unvectorised.
+    const MAGIC: f32 = 12_582_912.0;
+    let biased = (n + (127.0 + MAGIC)).to_bits().wrapping_sub(MAGIC.to_bits());
+    let scale = f32::from_bits(biased << 23);
     y * scale
 }
 

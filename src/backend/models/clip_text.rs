@@ -13,6 +13,8 @@ use candle_nn::{embedding, layer_norm, linear, linear_no_bias, Embedding, LayerN
 
 pub use config::{ClipActivation, ClipTextConfig};
 
+// One gemm with the bias fused on CPU f32 (candle's matmul + broadcast add elsewhere).
+use crate::backend::kernels::linear::linear as linear_layer;
 use crate::backend::models::error::ModelError;
 use crate::backend::models::tensor_map::{load_tensors, tracked_var_builder, TensorMap, WeightUsage};
 
@@ -86,9 +88,9 @@ impl SelfAttention {
     fn forward(&self, xs: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
         let (batch, seq_len, hidden) = xs.dims3()?;
         let scale = (self.head_dim as f64).powf(-0.5);
-        let q = self.split_heads((self.q_proj.forward(xs)? * scale)?)?;
-        let k = self.split_heads(self.k_proj.forward(xs)?)?;
-        let v = self.split_heads(self.v_proj.forward(xs)?)?;
+        let q = self.split_heads((linear_layer(&self.q_proj, xs)? * scale)?)?;
+        let k = self.split_heads(linear_layer(&self.k_proj, xs)?)?;
+        let v = self.split_heads(linear_layer(&self.v_proj, xs)?)?;
         let scores = q.matmul(&k.t()?)?;
         // Mask and softmax in f32 so that half-precision weights cannot overflow here.
         let weights = candle_nn::ops::softmax_last_dim(
@@ -99,7 +101,7 @@ impl SelfAttention {
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((batch, seq_len, hidden))?;
-        self.out_proj.forward(&attended)
+        linear_layer(&self.out_proj, &attended)
     }
 }
 
@@ -120,8 +122,7 @@ impl Mlp {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.fc2
-            .forward(&self.activation.apply(&self.fc1.forward(xs)?)?)
+        linear_layer(&self.fc2, &self.activation.apply(&linear_layer(&self.fc1, xs)?)?)
     }
 }
 

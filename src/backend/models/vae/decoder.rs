@@ -7,7 +7,7 @@ use candle_nn::{Conv2d, VarBuilder};
 
 use super::blocks::{conv3x3, vae_group_norm, GroupNorm, MidBlock, ResnetBlock, Upsample};
 use super::config::VaeConfig;
-use crate::backend::kernels::conv2d::conv2d_layer;
+use crate::backend::kernels::conv2d::{conv2d_layer, quantised_output_scope};
 
 #[derive(Debug)]
 struct UpBlock {
@@ -88,6 +88,9 @@ impl Decoder {
 
 impl Module for Decoder {
     fn forward(&self, z: &Tensor) -> Result<Tensor> {
+        // The decoder's output becomes 8-bit pixels: its 3x3 convolutions may round a little
+        // more for 1.8x less work (kernels/conv2d.rs).
+        let _quantised = quantised_output_scope();
         let h = conv2d_layer(&self.conv_in, z)?;
         let mut h = self.mid_block.forward(&h)?;
         for block in &self.up_blocks {
