@@ -34,6 +34,7 @@ pub fn open_device(ordinal: u32) -> Result<Device, String> {
         }
         tracing::info!("running on the CPU (build with --features cuda or metal for a GPU)");
         crate::backend::kernels::log_cpu_kernels();
+        crate::backend::kernels::allocator::tune_allocator();
         Ok(Device::Cpu)
     }
 }

@@ -111,6 +111,8 @@ fn main() -> Result<()> {
     // Same thread count for rayon (gemm, our kernels) and candle's own CPU ops, before first use.
     std::env::set_var("RAYON_NUM_THREADS", opts.threads.to_string());
     rayon::ThreadPoolBuilder::new().num_threads(opts.threads).build_global().ok();
+    // As the server does on the CPU (device.rs).
+    kernels::allocator::tune_allocator();
     let model_dir = model_folder::ensure(&opts.cache, opts.family)?;
     println!(
         "sd_bench: {:?} random weights at {}; {} threads; simd {}; runs {} (+{} warm-up); profile timers {}",

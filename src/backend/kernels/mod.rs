@@ -6,6 +6,7 @@
 //! CUDA/Metal and f16/f64 runs are untouched. Every kernel has a unit test against the plain
 //! candle op.
 
+pub mod allocator;
 pub mod attention;
 pub mod conv2d;
 mod cpu_tensor;

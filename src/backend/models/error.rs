@@ -28,6 +28,10 @@ pub enum ModelError {
     #[error("bad config in {path}: {reason}")]
     BadConfig { path: PathBuf, reason: String },
 
+    /// A weights file that is not a readable `.safetensors` file (bad header, truncated data).
+    #[error("invalid weights file {path}: {why}")]
+    InvalidWeights { path: PathBuf, why: String },
+
     /// A well-formed config describing something this server does not (yet) run.
     #[error("unsupported or inconsistent model config: {reason}")]
     Unsupported { reason: String },

@@ -6,6 +6,7 @@ pub mod clip_text;
 pub mod error;
 pub mod hub;
 pub mod safetensors_header;
+pub mod safetensors_reader;
 pub mod tensor_map;
 pub mod text_conditioning;
 pub mod tokenizer;

@@ -17,11 +17,14 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
 use crate::backend::models::error::ModelError;
+use crate::backend::models::safetensors_reader::read_tensors;
 
 /// Tensors by their module path (`down_blocks.0.resnets.0.conv1.weight`, ...).
 pub type TensorMap = HashMap<String, Tensor>;
 
-/// Memory-map `files` (read-only) for [`load_tensors`] and friends.
+/// Memory-map `files` (read-only), for reading a few tensors or the header of a file in place
+/// (textual-inversion embeddings, checkpoint sniffing); whole networks load through
+/// [`load_tensors`], which reads tensor by tensor instead.
 pub fn open_safetensors(files: &[PathBuf]) -> Result<MmapedSafetensors, ModelError> {
     for file in files {
         if !file.is_file() {
@@ -40,22 +43,16 @@ pub fn load_tensors(files: &[PathBuf], dtype: DType, device: &Device) -> Result<
 }
 
 /// The tensors of `files` that `rename` maps to a new name (`None` skips the tensor), converted
-/// to `dtype` on `device`. Skipped tensors are never read from disk.
+/// to `dtype` on `device`. Skipped tensors are never read from disk; the others are read one at a
+/// time (`safetensors_reader`), so loading never holds the file's bytes next to the converted
+/// weights.
 pub fn load_tensors_renamed(
     files: &[PathBuf],
     dtype: DType,
     device: &Device,
-    mut rename: impl FnMut(&str) -> Option<String>,
+    rename: impl FnMut(&str) -> Option<String>,
 ) -> Result<TensorMap, ModelError> {
-    let source = open_safetensors(files)?;
-    let mut out = TensorMap::new();
-    for (name, _) in source.tensors() {
-        if let Some(new_name) = rename(&name) {
-            let tensor = source.load(&name, device)?.to_dtype(dtype)?;
-            out.insert(new_name, tensor);
-        }
-    }
-    Ok(out)
+    Ok(read_tensors(files, dtype, device, rename)?.into_iter().collect())
 }
 
 /// Which tensors of a map a network did not read.
