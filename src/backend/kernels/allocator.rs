@@ -28,3 +28,15 @@ pub fn tune_allocator() {
         }
     }
 }
+
+/// Hands the heap's free memory back to the OS (`malloc_trim`). For phase changes whose large
+/// buffers are fresh mappings that cannot reuse what the previous phase freed: the VAE decode
+/// after sampling (its 128-256 MiB activations are above the mmap threshold), so the peak RSS
+/// of a job does not carry the sampler's freed activations.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -85,6 +85,44 @@ pub fn conv2d_layer_padded(conv: &Conv2d, x: &Tensor, extra: Padding) -> Result<
     }
 }
 
+/// `conv.forward(x.upsample_nearest2d(2h, 2w))`, diffusers' `Upsample2D`. Where the convolution
+/// takes the Winograd path on CPU the upsampled input is never built: the input transform reads
+/// each source pixel twice. At 512x512 the VAE decoder's last upsample would otherwise hold a
+/// 256 MiB copy next to the conv's output, the peak RSS of a whole job.
+pub fn conv2d_layer_upsampled(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
+    let (n, c_in, h, w) = x.dims4()?;
+    let cfg = conv.config();
+    let (c_out, w_c_in, kh, kw) = conv.weight().dims4()?;
+    let shape = winograd::Shape { n, c_in, c_out, h: 2 * h, w: 2 * w };
+    let fusable = (cfg.groups, cfg.dilation, cfg.stride, cfg.padding, kh, kw) == (1, 1, 1, 1, 3, 3) && w_c_in == c_in;
+    if !(fusable && is_cpu_f32(x) && is_cpu_f32(conv.weight()) && winograd::worthwhile(&shape)) {
+        let upsampled = {
+            let _t = profile::timer("upsample");
+            x.upsample_nearest2d(2 * h, 2 * w)?
+        };
+        return conv2d_layer(conv, &upsampled);
+    }
+    let variant = winograd_variant();
+    let _t = profile::timer(variant.timer_label());
+    let x = x.contiguous()?;
+    let weight = conv.weight().contiguous()?;
+    let bias = conv.bias().map(Tensor::contiguous).transpose()?;
+    let (xd, wd) = (F32Data::new(&x)?, F32Data::new(&weight)?);
+    let bd = bias.as_ref().map(F32Data::new).transpose()?;
+    let mut out = zeroed(n * c_out * shape.h * shape.w);
+    winograd::conv3x3_upsampled(variant, &shape, xd.slice(), wd.slice(), bd.as_ref().map(|b| b.slice()), &mut out);
+    tensor_from_vec(out, (n, c_out, shape.h, shape.w))
+}
+
+/// The Winograd variant for this thread's convolutions ([`QuantisedOutputScope`]).
+fn winograd_variant() -> winograd::Variant {
+    if QUANTISED_OUTPUT.get() {
+        winograd::Variant::F4x4
+    } else {
+        winograd::Variant::F2x2
+    }
+}
+
 /// `residual + conv.forward(x)`; on CPU the convolution accumulates straight onto a copy of the
 /// residual, so the sum needs no extra tensor or pass (resnet skip connections).
 pub fn conv2d_layer_add(conv: &Conv2d, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
@@ -125,10 +163,9 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     };
     let winograd_shape = winograd::Shape { n, c_in, c_out, h, w };
     let use_winograd = (kh, kw, stride) == (3, 3, 1) && pad == Padding::same(1) && winograd::worthwhile(&winograd_shape);
-    let variant = if QUANTISED_OUTPUT.get() { winograd::Variant::F4x4 } else { winograd::Variant::F2x2 };
+    let variant = winograd_variant();
     let _t = profile::timer(match (kh, kw, stride) {
-        _ if use_winograd && variant == winograd::Variant::F4x4 => "conv 3x3 (winograd 4x4)",
-        _ if use_winograd => "conv 3x3 (winograd 2x2)",
+        _ if use_winograd => variant.timer_label(),
         (1, 1, 1) => "conv 1x1",
         (_, _, 1) => "conv 3x3",
         _ => "conv strided",

@@ -35,6 +35,16 @@ pub enum Variant {
     F4x4,
 }
 
+impl Variant {
+    /// The op class in the benchmark's breakdown.
+    pub fn timer_label(self) -> &'static str {
+        match self {
+            Variant::F2x2 => "conv 3x3 (winograd 2x2)",
+            Variant::F4x4 => "conv 3x3 (winograd 4x4)",
+        }
+    }
+}
+
 /// The transform matrices of F(OUT x OUT, 3x3), IN = OUT + 2 inputs per tile side.
 struct Matrices<const OUT: usize, const IN: usize> {
     /// `Bᵀ` (input transform), rows = transformed positions.
@@ -121,20 +131,20 @@ pub fn conv3x3(variant: Variant, s: &Shape, x: &[f32], weight: &[f32], bias: Opt
     conv3x3_bounded(variant, s, x, weight, bias, onto_residual, out, MAX_U_BYTES)
 }
 
+/// [`conv3x3`] of the nearest-neighbour 2x upsampling of `x: [n, c_in, h / 2, w / 2]` (`s`
+/// gives the upsampled size, both sides even), without building the upsampled input: the input
+/// transform reads each source pixel twice.
+pub fn conv3x3_upsampled(variant: Variant, s: &Shape, x: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    assert!(s.h.is_multiple_of(2) && s.w.is_multiple_of(2), "winograd: upsampled size {}x{} is odd", s.h, s.w);
+    let call = Call { s, x, weight, bias, onto_residual: false, max_u_bytes: MAX_U_BYTES, upsampled: true };
+    call.check_and_run(variant, out);
+}
+
 /// [`conv3x3`] holding at most `max_u_bytes` of transformed weights (at least one channel's).
 #[allow(clippy::too_many_arguments)]
 fn conv3x3_bounded(variant: Variant, s: &Shape, x: &[f32], weight: &[f32], bias: Option<&[f32]>, onto_residual: bool, out: &mut [f32], max_u_bytes: usize) {
-    assert_eq!(x.len(), s.n * s.c_in * s.h * s.w, "winograd: input length");
-    assert_eq!(weight.len(), s.c_out * s.c_in * 9, "winograd: weight length");
-    assert_eq!(out.len(), s.n * s.c_out * s.h * s.w, "winograd: output length");
-    if let Some(b) = bias {
-        assert_eq!(b.len(), s.c_out, "winograd: bias length");
-    }
-    let call = Call { s, x, weight, bias, onto_residual, max_u_bytes };
-    match variant {
-        Variant::F2x2 => call.run(&F2X2, out),
-        Variant::F4x4 => call.run(&F4X4, out),
-    }
+    let call = Call { s, x, weight, bias, onto_residual, max_u_bytes, upsampled: false };
+    call.check_and_run(variant, out);
 }
 
 /// The inputs of one convolution.
@@ -145,9 +155,34 @@ struct Call<'a> {
     bias: Option<&'a [f32]>,
     onto_residual: bool,
     max_u_bytes: usize,
+    /// `x` is the half-size source of a nearest 2x upsampling.
+    upsampled: bool,
 }
 
 impl Call<'_> {
+    /// Height and width of the planes of `x`.
+    fn source_size(&self) -> (usize, usize) {
+        if self.upsampled {
+            (self.s.h / 2, self.s.w / 2)
+        } else {
+            (self.s.h, self.s.w)
+        }
+    }
+
+    fn check_and_run(&self, variant: Variant, out: &mut [f32]) {
+        let (s, (sh, sw)) = (self.s, self.source_size());
+        assert_eq!(self.x.len(), s.n * s.c_in * sh * sw, "winograd: input length");
+        assert_eq!(self.weight.len(), s.c_out * s.c_in * 9, "winograd: weight length");
+        assert_eq!(out.len(), s.n * s.c_out * s.h * s.w, "winograd: output length");
+        if let Some(b) = self.bias {
+            assert_eq!(b.len(), s.c_out, "winograd: bias length");
+        }
+        match variant {
+            Variant::F2x2 => self.run(&F2X2, out),
+            Variant::F4x4 => self.run(&F4X4, out),
+        }
+    }
+
     fn run<const OUT: usize, const IN: usize>(&self, mat: &Matrices<OUT, IN>, out: &mut [f32]) {
         let s = self.s;
         let positions = IN * IN;
@@ -189,17 +224,18 @@ impl Call<'_> {
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let (v, m, rows) = &mut *scratch;
-            for (buffer, len) in [(&mut *v, positions * s.c_in * nt), (&mut *m, positions * cob * nt), (&mut *rows, 2 * IN * OUT * (tiles_x + 1))] {
+            for (buffer, len) in [(&mut *v, positions * s.c_in * nt), (&mut *m, positions * cob * nt), (&mut *rows, 2 * IN * OUT * (tiles_x + 1) + s.w)] {
                 if buffer.len() < len {
                     buffer.resize(len, 0.0);
                 }
             }
-            let image = &self.x[block.item * s.c_in * s.h * s.w..][..s.c_in * s.h * s.w];
+            let (sh, sw) = self.source_size();
+            let image = &self.x[block.item * s.c_in * sh * sw..][..s.c_in * sh * sw];
             for ci in 0..s.c_in {
-                let plane = &image[ci * s.h * s.w..][..s.h * s.w];
+                let plane = &image[ci * sh * sw..][..sh * sw];
                 for row in block.row0..block.row1 {
                     let first = ci * nt + (row - block.row0) * tiles_x;
-                    input_row(mat, plane, s.w, row, tiles_x, rows, v, first, s.c_in * nt);
+                    input_row(mat, plane, sw, self.upsampled, row, tiles_x, rows, v, first, s.c_in * nt);
                 }
             }
             for p in 0..positions {
@@ -294,25 +330,36 @@ fn weight_lanes_body<const OUT: usize, const IN: usize>(mat: &Matrices<OUT, IN>,
 }
 
 simd_dispatch! {
-    /// `Bᵀ d B` for every tile of tile row `row` of one input channel (`plane`, width `w`): value
-    /// `p` of tile `t` goes to `v[first + p * pos_stride + t]`.
+    /// `Bᵀ d B` for every tile of tile row `row` of one input channel (`plane`, width
+    /// `plane_w`, or its nearest 2x upsampling when `upsampled`): value `p` of tile `t` goes to
+    /// `v[first + p * pos_stride + t]`.
     #[allow(clippy::too_many_arguments)]
-    fn input_row<const OUT: usize, const IN: usize>(mat: &Matrices<OUT, IN>, plane: &[f32], w: usize, row: usize, tiles_x: usize, scratch: &mut [f32], v: &mut [f32], first: usize, pos_stride: usize) = input_row_body;
+    fn input_row<const OUT: usize, const IN: usize>(mat: &Matrices<OUT, IN>, plane: &[f32], plane_w: usize, upsampled: bool, row: usize, tiles_x: usize, scratch: &mut [f32], v: &mut [f32], first: usize, pos_stride: usize) = input_row_body;
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn input_row_body<const OUT: usize, const IN: usize>(mat: &Matrices<OUT, IN>, plane: &[f32], w: usize, row: usize, tiles_x: usize, scratch: &mut [f32], v: &mut [f32], first: usize, pos_stride: usize) {
-    let h = plane.len() / w;
+fn input_row_body<const OUT: usize, const IN: usize>(mat: &Matrices<OUT, IN>, plane: &[f32], plane_w: usize, upsampled: bool, row: usize, tiles_x: usize, scratch: &mut [f32], v: &mut [f32], first: usize, pos_stride: usize) {
+    let plane_h = plane.len() / plane_w;
+    let (h, w) = if upsampled { (2 * plane_h, 2 * plane_w) } else { (plane_h, plane_w) };
     // Tap c of tile t is column phase c % OUT at t + c / OUT, and c / OUT <= 1.
     let t1 = tiles_x + 1;
     let len = OUT * t1;
-    let (phases, rows) = scratch[..2 * IN * len].split_at_mut(IN * len);
+    let (phases, rest) = scratch[..2 * IN * len + w].split_at_mut(IN * len);
+    let (rows, line) = rest.split_at_mut(IN * len);
     // The IN input rows of the tile row, each split into its OUT column phases: element
     // (m, t) = pixel OUT t + m - 1.
     for r in 0..IN {
         let dst = &mut phases[r * len..][..len];
         match (OUT * row + r).checked_sub(1).filter(|&y| y < h) {
+            Some(y) if upsampled => {
+                // Row y of the upsampled plane: source row y / 2, each pixel twice.
+                let src = &plane[(y / 2) * plane_w..][..plane_w];
+                for (pair, &value) in line.chunks_exact_mut(2).zip(src) {
+                    pair.fill(value);
+                }
+                deinterleave::<OUT>(line, dst, t1)
+            }
             Some(y) => deinterleave::<OUT>(&plane[y * w..][..w], dst, t1),
             None => dst.fill(0.0),
         }
@@ -527,6 +574,30 @@ mod tests {
                 conv3x3_bounded(variant, &s, &x, &weight, None, false, &mut got, max_u_bytes);
                 assert!(relative_error(&got, &want) < 5e-6, "{variant:?} limit {max_u_bytes}");
             }
+        }
+    }
+
+    #[test]
+    fn upsampled_input_equals_convolving_the_upsampled_copy_bit_for_bit() {
+        let (n, c_in, c_out, sh, sw) = (2, 5, 4, 7, 9);
+        let s = Shape { n, c_in, c_out, h: 2 * sh, w: 2 * sw };
+        let x = values(n * c_in * sh * sw, 31, 1.0);
+        let mut big = vec![0f32; n * c_in * s.h * s.w];
+        for (plane, src) in big.chunks_exact_mut(s.h * s.w).zip(x.chunks_exact(sh * sw)) {
+            for (y, line) in plane.chunks_exact_mut(s.w).enumerate() {
+                for (xo, value) in line.iter_mut().enumerate() {
+                    *value = src[(y / 2) * sw + xo / 2];
+                }
+            }
+        }
+        let weight = values(c_out * c_in * 9, 32, 0.2);
+        let bias = values(c_out, 33, 0.5);
+        for variant in [Variant::F2x2, Variant::F4x4] {
+            let mut want = vec![0f32; n * c_out * s.h * s.w];
+            conv3x3(variant, &s, &big, &weight, Some(&bias), false, &mut want);
+            let mut got = vec![0f32; want.len()];
+            conv3x3_upsampled(variant, &s, &x, &weight, Some(&bias), &mut got);
+            assert_eq!(got, want, "{variant:?}");
         }
     }
 

@@ -49,6 +49,9 @@ pub fn decode(model: &SdModel, latents: &Tensor) -> candle_core::Result<RgbImage
         Some(shift) => (unscaled + shift)?,
         None => unscaled,
     };
+    if unscaled.device().is_cpu() {
+        crate::backend::kernels::allocator::release_free_memory();
+    }
     tensor_to_rgb(&model.vae.decode(&unscaled)?)
 }
 

@@ -11,7 +11,7 @@ use super::layout::{AttentionPlan, BlockKind, DownBlockPlan, MidBlockPlan, UpBlo
 use super::norm::NormEps;
 use super::resnet::{conv3x3, ResnetBlock2D, ResnetConfig};
 use super::transformer::Transformer2DModel;
-use crate::backend::kernels::conv2d::{conv2d_layer, conv2d_layer_padded, Padding};
+use crate::backend::kernels::conv2d::{conv2d_layer, conv2d_layer_padded, conv2d_layer_upsampled, Padding};
 use crate::backend::kernels::profile;
 
 /// Settings every block shares.
@@ -61,6 +61,10 @@ struct Upsample2D {
 
 impl Upsample2D {
     fn forward(&self, xs: &Tensor, (height, width): (usize, usize)) -> Result<Tensor> {
+        let (_, _, h, w) = xs.dims4()?;
+        if (height, width) == (2 * h, 2 * w) {
+            return conv2d_layer_upsampled(&self.conv, xs);
+        }
         let upsampled = {
             let _t = profile::timer("upsample");
             xs.upsample_nearest2d(height, width)?

@@ -4,9 +4,8 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
 use super::attention::MidAttention;
-use crate::backend::kernels::conv2d::{conv2d_layer, conv2d_layer_add, conv2d_layer_padded, Padding};
+use crate::backend::kernels::conv2d::{conv2d_layer, conv2d_layer_add, conv2d_layer_padded, conv2d_layer_upsampled, Padding};
 pub(super) use crate::backend::kernels::group_norm::GroupNorm;
-use crate::backend::kernels::profile;
 
 /// diffusers hard-codes this epsilon for every GroupNorm in the VAE (not read from the config).
 pub(super) const VAE_NORM_EPS: f64 = 1e-6;
@@ -125,12 +124,7 @@ impl Upsample {
 
 impl Module for Upsample {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        let upsampled = {
-            let _t = profile::timer("upsample");
-            x.upsample_nearest2d(2 * h, 2 * w)?
-        };
-        conv2d_layer(&self.conv, &upsampled)
+        conv2d_layer_upsampled(&self.conv, x)
     }
 }
 
