@@ -18,8 +18,20 @@ pub struct SafetensorsHeader {
 }
 
 pub fn read_header(path: &Path) -> std::io::Result<SafetensorsHeader> {
-    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
     let mut file = std::fs::File::open(path)?;
+    let (data_offset, header) = read_raw_header(&mut file, path)?;
+    let metadata = header
+        .get("__metadata__")
+        .and_then(serde_json::Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+        .unwrap_or_default();
+    Ok(SafetensorsHeader { data_offset, metadata })
+}
+
+/// Reads the 8-byte length and the JSON header from the start of `file` (named `path` in
+/// errors), leaving it at the first data byte; returns that byte's offset and the parsed header.
+pub(crate) fn read_raw_header(file: &mut impl Read, path: &Path) -> std::io::Result<(u64, serde_json::Value)> {
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
     let mut length = [0u8; 8];
     file.read_exact(&mut length)?;
     let length = u64::from_le_bytes(length);
@@ -28,13 +40,8 @@ pub fn read_header(path: &Path) -> std::io::Result<SafetensorsHeader> {
     }
     let mut json = vec![0u8; length as usize];
     file.read_exact(&mut json)?;
-    let header: serde_json::Value = serde_json::from_slice(&json).map_err(|e| invalid(e.to_string()))?;
-    let metadata = header
-        .get("__metadata__")
-        .and_then(serde_json::Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
-        .unwrap_or_default();
-    Ok(SafetensorsHeader { data_offset: 8 + length, metadata })
+    let header = serde_json::from_slice(&json).map_err(|e| invalid(e.to_string()))?;
+    Ok((8 + length, header))
 }
 
 #[cfg(test)]

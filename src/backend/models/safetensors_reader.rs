@@ -18,9 +18,7 @@ use safetensors::Dtype;
 use serde::Deserialize;
 
 use crate::backend::models::error::ModelError;
-
-/// safetensors itself refuses headers above 100 MB.
-const MAX_HEADER_BYTES: u64 = 100_000_000;
+use crate::backend::models::safetensors_header::read_raw_header;
 
 /// One entry of the JSON header.
 #[derive(Debug, Deserialize)]
@@ -47,17 +45,11 @@ impl SafetensorsFile {
             _ => invalid(e.to_string()),
         })?;
         let file_len = file.metadata().map_err(|e| invalid(e.to_string()))?.len();
-        let mut length = [0u8; 8];
-        file.read_exact(&mut length).map_err(|e| invalid(format!("no safetensors header: {e}")))?;
-        let header_len = u64::from_le_bytes(length);
-        if header_len > MAX_HEADER_BYTES || 8 + header_len > file_len {
-            return Err(invalid(format!("safetensors header of {header_len} bytes in a {file_len}-byte file")));
-        }
-        let mut json = vec![0u8; header_len as usize];
-        file.read_exact(&mut json).map_err(|e| invalid(e.to_string()))?;
-        let mut header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&json).map_err(|e| invalid(format!("safetensors header: {e}")))?;
+        let (data_start, header) = read_raw_header(&mut file, path).map_err(|e| invalid(format!("safetensors header: {e}")))?;
+        let serde_json::Value::Object(mut header) = header else {
+            return Err(invalid("the safetensors header is not a JSON object".to_string()));
+        };
         header.remove("__metadata__");
-        let data_start = 8 + header_len;
         let mut entries = BTreeMap::new();
         for (name, value) in header {
             let entry: Entry = serde_json::from_value(value).map_err(|e| invalid(format!("tensor {name}: {e}")))?;
