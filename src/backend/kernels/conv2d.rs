@@ -94,8 +94,8 @@ pub fn conv2d_layer_upsampled(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     let cfg = conv.config();
     let (c_out, w_c_in, kh, kw) = conv.weight().dims4()?;
     let shape = winograd::Shape { n, c_in, c_out, h: 2 * h, w: 2 * w };
-    let fusable = (cfg.groups, cfg.dilation, cfg.stride, cfg.padding, kh, kw) == (1, 1, 1, 1, 3, 3) && w_c_in == c_in;
-    if !(fusable && is_cpu_f32(x) && is_cpu_f32(conv.weight()) && winograd::worthwhile(&shape)) {
+    let fusable = (cfg.groups, cfg.dilation) == (1, 1) && w_c_in == c_in && takes_winograd((kh, kw), cfg.stride, Padding::same(cfg.padding), &shape);
+    if !(fusable && is_cpu_f32(x) && is_cpu_f32(conv.weight())) {
         let upsampled = {
             let _t = profile::timer("upsample");
             x.upsample_nearest2d(2 * h, 2 * w)?
@@ -112,6 +112,12 @@ pub fn conv2d_layer_upsampled(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     let mut out = zeroed(n * c_out * shape.h * shape.w);
     winograd::conv3x3_upsampled(variant, &shape, xd.slice(), wd.slice(), bd.as_ref().map(|b| b.slice()), &mut out);
     tensor_from_vec(out, (n, c_out, shape.h, shape.w))
+}
+
+/// Whether a convolution with this kernel, stride, padding and (output) shape runs as Winograd:
+/// 3x3, stride 1, same padding, and enough pixels to pay for the transforms.
+fn takes_winograd(kernel: (usize, usize), stride: usize, pad: Padding, shape: &winograd::Shape) -> bool {
+    kernel == (3, 3) && stride == 1 && pad == Padding::same(1) && winograd::worthwhile(shape)
 }
 
 /// The Winograd variant for this thread's convolutions ([`QuantisedOutputScope`]).
@@ -162,7 +168,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
         w_out: (w_pad - kw) / stride + 1,
     };
     let winograd_shape = winograd::Shape { n, c_in, c_out, h, w };
-    let use_winograd = (kh, kw, stride) == (3, 3, 1) && pad == Padding::same(1) && winograd::worthwhile(&winograd_shape);
+    let use_winograd = takes_winograd((kh, kw), stride, pad, &winograd_shape);
     let variant = winograd_variant();
     let _t = profile::timer(match (kh, kw, stride) {
         _ if use_winograd => variant.timer_label(),
@@ -406,7 +412,7 @@ mod tests {
             let bias = seeded(&[c_out], 200 + i as u64, 0.5);
             // The 40x40 3x3 same-padded case has 100 tiles and takes the Winograd path, whose
             // f32 rounding error is a few times im2col's (winograd.rs).
-            let winograd = (k, stride) == (3, 1) && pad == Padding::same(1) && winograd::worthwhile(&winograd::Shape { n, c_in, c_out, h, w });
+            let winograd = takes_winograd((k, k), stride, pad, &winograd::Shape { n, c_in, c_out, h, w });
             let bound = if winograd { 5e-6 } else { 1e-6 };
             for b in [None, Some(&bias)] {
                 let got = conv2d(&x, &weight, b, stride, pad, None).unwrap();
