@@ -7,9 +7,9 @@ SAMPLE_EVERY) stays within 5 % of where it was just after warm-up. A leak of job
 steady climb."""
 
 import base64
-import statistics
 import io
 import os
+import statistics
 import time
 
 import requests

@@ -5,9 +5,13 @@
 //! allocated again at every UNet step, fault in fresh zeroed pages each time: about 330k page
 //! faults and 1 s of system time per 512² SD 1.5 step on the 2-core host (BENCHMARKS.md).
 //! With the mmap threshold at glibc's maximum (32 MiB) and the heap kept instead of trimmed,
-//! freed activations are reused from the heap: a 512² step took ~8 % less wall time (UNet at
-//! 256²: ~15 %), with the same peak RSS. What it costs: after a job, up to 1 GiB of freed heap
-//! stays resident for the next one instead of going back to the OS.
+//! freed activations are reused from the heap: a whole bench process (model load plus twelve
+//! UNet steps at 256² and 512²) took 1.2M page faults in all. In A/B runs on the same (noisy)
+//! host, 512² steps took 9.3-9.6 s against 9.9-12.2 s untuned; at 256² there was no clear
+//! difference. What it costs: the peak RSS of a 512² job rose from 4.92 to 5.02 GiB (freed
+//! heap blocks that the decoder's fresh mappings cannot reuse, though `release_free_memory`
+//! returns most of them first), and after a job up to 1 GiB of freed heap stays resident for the
+//! next one instead of going back to the OS.
 
 /// Applies the tuning on glibc targets (a no-op elsewhere). Call once at start-up, before the
 /// weights are loaded.
