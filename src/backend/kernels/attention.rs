@@ -70,6 +70,15 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Frees this thread's score scratch.
+pub(super) fn release_thread_scratch() {
+    SCRATCH.with(|cell| {
+        if let Ok(mut scratch) = cell.try_borrow_mut() {
+            *scratch = Default::default();
+        }
+    });
+}
+
 fn run(s: &Shape, q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
     // At least ~4 tasks per thread, so the last ones do not leave a thread idle.
     let threads = rayon::current_num_threads().max(1);

@@ -13,7 +13,7 @@ use candle_core::{bail, Module, Result, Tensor};
 use candle_nn::Conv2d;
 use rayon::prelude::*;
 
-use super::cpu_tensor::{is_cpu_f32, tensor_from_vec, zeroed, F32Data, SharedOut};
+use super::cpu_tensor::{is_cpu_f32, tensor_from_vec, write_owned, zeroed, F32Data, SharedOut};
 use super::gemm_call::{gemm_f32, MatMut, MatRef};
 use super::profile;
 use super::winograd;
@@ -74,7 +74,7 @@ pub fn conv2d_layer_padded(conv: &Conv2d, x: &Tensor, extra: Padding) -> Result<
     if cfg.groups == 1 && cfg.dilation == 1 && is_cpu_f32(x) && is_cpu_f32(conv.weight()) {
         let p = cfg.padding;
         let pad = Padding { top: p + extra.top, bottom: p + extra.bottom, left: p + extra.left, right: p + extra.right };
-        return conv2d(x, conv.weight(), conv.bias(), cfg.stride, pad, None);
+        return conv2d(x, conv.weight(), conv.bias(), cfg.stride, pad, Residual::None);
     }
     let _t = profile::timer("conv (candle)");
     if extra == Padding::same(0) {
@@ -134,14 +134,35 @@ fn winograd_variant() -> winograd::Variant {
 pub fn conv2d_layer_add(conv: &Conv2d, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
     let cfg = conv.config();
     if cfg.groups == 1 && cfg.dilation == 1 && is_cpu_f32(x) && is_cpu_f32(conv.weight()) && is_cpu_f32(residual) {
-        return conv2d(x, conv.weight(), conv.bias(), cfg.stride, Padding::same(cfg.padding), Some(residual));
+        return conv2d(x, conv.weight(), conv.bias(), cfg.stride, Padding::same(cfg.padding), Residual::Copy(residual));
     }
     conv2d_layer(conv, x)? + residual
 }
 
+/// [`conv2d_layer_add`] accumulating into `residual` itself on CPU, for a residual the caller
+/// owns outright ([`write_owned`]): the resnet's output then reuses the skip path's buffer.
+pub fn conv2d_layer_add_owned(conv: &Conv2d, x: &Tensor, residual: Tensor) -> Result<Tensor> {
+    let cfg = conv.config();
+    if cfg.groups == 1 && cfg.dilation == 1 && is_cpu_f32(x) && is_cpu_f32(conv.weight()) && is_cpu_f32(&residual) && residual.is_contiguous() {
+        return conv2d(x, conv.weight(), conv.bias(), cfg.stride, Padding::same(cfg.padding), Residual::Owned(residual));
+    }
+    conv2d_layer(conv, x)? + residual
+}
+
+/// What a [`conv2d`] output starts from.
+pub enum Residual<'a> {
+    /// Nothing: the output is a fresh buffer.
+    None,
+    /// A copy of this tensor, which the convolution accumulates onto.
+    Copy(&'a Tensor),
+    /// This tensor's own buffer, overwritten with the sum (a contiguous tensor the caller owns
+    /// outright, see [`write_owned`]).
+    Owned(Tensor),
+}
+
 /// Convolution of `x: [N, C_in, H, W]` with `weight: [C_out, C_in, kh, kw]`, optional `bias:
 /// [C_out]`, plus an optional `residual` shaped like the output, on f32 CPU tensors.
-pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, pad: Padding, residual: Option<&Tensor>) -> Result<Tensor> {
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, pad: Padding, residual: Residual) -> Result<Tensor> {
     let (n, c_in, h, w) = x.dims4()?;
     let (c_out, w_c_in, kh, kw) = weight.dims4()?;
     if w_c_in != c_in {
@@ -188,22 +209,42 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
         }
     }
     let out_dims = [n, c_out, geometry.h_out, geometry.w_out];
-    let mut out = match residual {
-        Some(r) if r.dims() == out_dims => {
-            let r = r.contiguous()?;
-            let rd = F32Data::new(&r)?;
-            rd.slice().to_vec()
-        }
-        Some(r) => bail!("conv2d: residual {:?} does not match the output {out_dims:?}", r.dims()),
-        None => zeroed(out_dims.iter().product()),
-    };
     let bias = bd.as_ref().map(|b| b.slice());
-    if use_winograd {
-        winograd::conv3x3(variant, &winograd_shape, xd.slice(), wd.slice(), bias, residual.is_some(), &mut out);
-    } else {
-        run(&geometry, xd.slice(), wd.slice(), bias, residual.is_some(), &mut out);
+    let compute = |out: &mut [f32], onto_residual: bool| {
+        if use_winograd {
+            winograd::conv3x3(variant, &winograd_shape, xd.slice(), wd.slice(), bias, onto_residual, out);
+        } else {
+            run(&geometry, xd.slice(), wd.slice(), bias, onto_residual, out);
+        }
+    };
+    let check_residual = |r: &Tensor| {
+        if r.dims() != out_dims {
+            bail!("conv2d: residual {:?} does not match the output {out_dims:?}", r.dims())
+        }
+        Ok(())
+    };
+    match residual {
+        Residual::None => {
+            let mut out = zeroed(out_dims.iter().product());
+            compute(&mut out, false);
+            tensor_from_vec(out, out_dims.to_vec())
+        }
+        Residual::Copy(r) => {
+            check_residual(r)?;
+            let r = r.contiguous()?;
+            let mut out = F32Data::new(&r)?.slice().to_vec();
+            compute(&mut out, true);
+            tensor_from_vec(out, out_dims.to_vec())
+        }
+        Residual::Owned(r) => {
+            check_residual(&r)?;
+            write_owned(&r, |out| {
+                compute(out, true);
+                Ok(())
+            })?;
+            Ok(r)
+        }
     }
-    tensor_from_vec(out, (n, c_out, geometry.h_out, geometry.w_out))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -239,6 +280,16 @@ struct Tile {
 thread_local! {
     /// Per-thread im2col buffer, reused across calls so tiles never page-fault fresh memory.
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Frees this thread's im2col buffer (it grows to the largest call's size: ~24 MiB per thread
+/// for the UNet's 2560-channel 16x16 convolutions).
+pub(super) fn release_thread_scratch() {
+    COLUMNS.with(|cell| {
+        if let Ok(mut columns) = cell.try_borrow_mut() {
+            *columns = Vec::new();
+        }
+    });
 }
 
 fn run(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>, onto_residual: bool, out: &mut [f32]) {
@@ -415,14 +466,17 @@ mod tests {
             let winograd = takes_winograd((k, k), stride, pad, &winograd::Shape { n, c_in, c_out, h, w });
             let bound = if winograd { 5e-6 } else { 1e-6 };
             for b in [None, Some(&bias)] {
-                let got = conv2d(&x, &weight, b, stride, pad, None).unwrap();
+                let got = conv2d(&x, &weight, b, stride, pad, Residual::None).unwrap();
                 let want = reference(&x, &weight, b, stride, pad);
                 let diff = relative_max_diff(&got, &want);
                 assert!(diff < bound, "case {i} bias {}: {diff}", b.is_some());
                 let residual = seeded(want.dims(), 300 + i as u64, 1.0);
-                let got = conv2d(&x, &weight, b, stride, pad, Some(&residual)).unwrap();
+                let got = conv2d(&x, &weight, b, stride, pad, Residual::Copy(&residual)).unwrap();
                 let diff = relative_max_diff(&got, &(&want + &residual).unwrap());
                 assert!(diff < bound, "case {i} residual: {diff}");
+                // Accumulating into the residual's own buffer gives the same bits.
+                let owned = conv2d(&x, &weight, b, stride, pad, Residual::Owned(residual.copy().unwrap())).unwrap();
+                assert_eq!(relative_max_diff(&owned, &got), 0.0, "case {i} owned residual");
             }
         }
     }
@@ -432,14 +486,14 @@ mod tests {
         let x = seeded(&[1, 8, 40, 40], 11, 2.0);
         let weight = seeded(&[8, 8, 3, 3], 12, 0.3);
         let want = reference(&x, &weight, None, 1, Padding::same(1));
-        let exact = conv2d(&x, &weight, None, 1, Padding::same(1), None).unwrap();
+        let exact = conv2d(&x, &weight, None, 1, Padding::same(1), Residual::None).unwrap();
         let quantised = {
             let _scope = quantised_output_scope();
             let nested = quantised_output_scope();
             drop(nested); // an inner scope ending keeps the outer one in force
-            conv2d(&x, &weight, None, 1, Padding::same(1), None).unwrap()
+            conv2d(&x, &weight, None, 1, Padding::same(1), Residual::None).unwrap()
         };
-        let after = conv2d(&x, &weight, None, 1, Padding::same(1), None).unwrap();
+        let after = conv2d(&x, &weight, None, 1, Padding::same(1), Residual::None).unwrap();
         assert!(relative_max_diff(&exact, &want) < 1e-6);
         assert!(relative_max_diff(&quantised, &want) < 5e-6);
         // Different rounding proves the other variant ran; equality after proves the reset.

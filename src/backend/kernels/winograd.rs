@@ -125,6 +125,15 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
+/// Frees this thread's transform buffers.
+pub(super) fn release_thread_scratch() {
+    SCRATCH.with(|cell| {
+        if let Ok(mut scratch) = cell.try_borrow_mut() {
+            *scratch = Default::default();
+        }
+    });
+}
+
 /// `out[n, c_out, h, w] (+)= conv3x3(x, weight) + bias` with stride 1 and zero padding 1; with
 /// `onto_residual` the output already holds a residual to add onto.
 pub fn conv3x3(variant: Variant, s: &Shape, x: &[f32], weight: &[f32], bias: Option<&[f32]>, onto_residual: bool, out: &mut [f32]) {

@@ -50,7 +50,7 @@ pub fn decode(model: &SdModel, latents: &Tensor) -> candle_core::Result<RgbImage
         None => unscaled,
     };
     if unscaled.device().is_cpu() {
-        crate::backend::kernels::allocator::release_free_memory();
+        crate::backend::kernels::release_free_memory();
     }
     tensor_to_rgb(&model.vae.decode(&unscaled)?)
 }

@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
 use super::attention::MidAttention;
-use crate::backend::kernels::conv2d::{conv2d_layer, conv2d_layer_add, conv2d_layer_padded, conv2d_layer_upsampled, Padding};
+use crate::backend::kernels::conv2d::{conv2d_layer, conv2d_layer_add_owned, conv2d_layer_padded, conv2d_layer_upsampled, Padding};
 pub(super) use crate::backend::kernels::group_norm::GroupNorm;
 
 /// diffusers hard-codes this epsilon for every GroupNorm in the VAE (not read from the config).
@@ -65,16 +65,30 @@ impl ResnetBlock {
     }
 }
 
-impl Module for ResnetBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // Nested so each full-resolution intermediate is freed as soon as the next one exists
-        // (at 512x512 they are 128-256 MiB each), and conv2 accumulates onto the skip path.
-        let h = self.norm2.forward_silu(&conv2d_layer(&self.conv1, &self.norm1.forward_silu(x)?)?)?;
-        let skip = match &self.conv_shortcut {
-            Some(conv) => conv2d_layer(conv, x)?,
-            None => x.clone(),
-        };
-        conv2d_layer_add(&self.conv2, &h, &skip)
+impl ResnetBlock {
+    /// The block's output for `x`, taken by value: on CPU its buffer is reused, so it must be
+    /// an activation the caller owns outright (see `kernels::cpu_tensor::write_owned`). The VAE
+    /// passes only activations it created itself and holds no other handle to.
+    ///
+    /// At 512x512 each intermediate is 128-256 MiB, so the order is chosen for memory: with a
+    /// 1x1 projection the skip path is computed first and norm1 then overwrites `x`; conv2
+    /// accumulates onto the skip path's buffer (or onto `x` itself when there is no projection),
+    /// and norm2 overwrites conv1's output. The worst block (256 -> 128 channels at 512x512)
+    /// holds three buffers (x, skip, conv1's output) instead of five.
+    pub fn forward_owned(&self, x: Tensor) -> Result<Tensor> {
+        match &self.conv_shortcut {
+            Some(shortcut) => {
+                let skip = conv2d_layer(shortcut, &x)?;
+                let h = conv2d_layer(&self.conv1, &self.norm1.forward_silu_owned(x)?)?;
+                let h = self.norm2.forward_silu_owned(h)?;
+                conv2d_layer_add_owned(&self.conv2, &h, skip)
+            }
+            None => {
+                let h = conv2d_layer(&self.conv1, &self.norm1.forward_silu(&x)?)?;
+                let h = self.norm2.forward_silu_owned(h)?;
+                conv2d_layer_add_owned(&self.conv2, &h, x)
+            }
+        }
     }
 }
 
@@ -161,12 +175,13 @@ impl MidBlock {
     }
 }
 
-impl Module for MidBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.first.forward(x)?;
+impl MidBlock {
+    /// Takes `x` by value, as [`ResnetBlock::forward_owned`] does.
+    pub fn forward_owned(&self, x: Tensor) -> Result<Tensor> {
+        let mut h = self.first.forward_owned(x)?;
         if let Some(attention) = &self.attention {
             h = attention.forward(&h)?;
         }
-        self.second.forward(&h)
+        self.second.forward_owned(h)
     }
 }

@@ -8,6 +8,7 @@ use candle_nn::{Conv2d, VarBuilder};
 use super::blocks::{conv3x3, vae_group_norm, GroupNorm, MidBlock, ResnetBlock, Upsample};
 use super::config::VaeConfig;
 use crate::backend::kernels::conv2d::{conv2d_layer, quantised_output_scope};
+use crate::backend::kernels::release_free_memory;
 
 #[derive(Debug)]
 struct UpBlock {
@@ -15,11 +16,11 @@ struct UpBlock {
     upsample: Option<Upsample>,
 }
 
-impl Module for UpBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = x.clone();
+impl UpBlock {
+    /// Takes `x` by value, as [`ResnetBlock::forward_owned`] does.
+    fn forward_owned(&self, mut h: Tensor) -> Result<Tensor> {
         for resnet in &self.resnets {
-            h = resnet.forward(&h)?;
+            h = resnet.forward_owned(h)?;
         }
         match &self.upsample {
             Some(upsample) => upsample.forward(&h),
@@ -91,12 +92,19 @@ impl Module for Decoder {
         // The decoder's output becomes 8-bit pixels: its 3x3 convolutions may round a little
         // more for 1.8x less work (kernels/conv2d.rs).
         let _quantised = quantised_output_scope();
+        // Every activation from here on is created and held by this function alone, so the
+        // blocks may reuse their buffers (`forward_owned`).
         let h = conv2d_layer(&self.conv_in, z)?;
-        let mut h = self.mid_block.forward(&h)?;
+        let mut h = self.mid_block.forward_owned(h)?;
         for block in &self.up_blocks {
-            h = block.forward(&h)?;
+            // Each block's activations are 4x the previous block's: hand back what the last one
+            // freed, which these larger (freshly mapped) buffers cannot reuse.
+            if h.device().is_cpu() {
+                release_free_memory();
+            }
+            h = block.forward_owned(h)?;
         }
-        let h = self.norm_out.forward_silu(&h)?;
+        let h = self.norm_out.forward_silu_owned(h)?;
         conv2d_layer(&self.conv_out, &h)
     }
 }

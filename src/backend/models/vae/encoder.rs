@@ -15,11 +15,11 @@ struct DownBlock {
     downsample: Option<Downsample>,
 }
 
-impl Module for DownBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = x.clone();
+impl DownBlock {
+    /// Takes `x` by value, as [`ResnetBlock::forward_owned`] does.
+    fn forward_owned(&self, mut h: Tensor) -> Result<Tensor> {
         for resnet in &self.resnets {
-            h = resnet.forward(&h)?;
+            h = resnet.forward_owned(h)?;
         }
         match &self.downsample {
             Some(downsample) => downsample.forward(&h),
@@ -92,12 +92,14 @@ impl Encoder {
 
 impl Module for Encoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // Every activation from here on is created and held by this function alone, so the
+        // blocks may reuse their buffers (`forward_owned`).
         let mut h = conv2d_layer(&self.conv_in, x)?;
         for block in &self.down_blocks {
-            h = block.forward(&h)?;
+            h = block.forward_owned(h)?;
         }
-        let h = self.mid_block.forward(&h)?;
-        let h = self.norm_out.forward_silu(&h)?;
+        let h = self.mid_block.forward_owned(h)?;
+        let h = self.norm_out.forward_silu_owned(h)?;
         conv2d_layer(&self.conv_out, &h)
     }
 }
