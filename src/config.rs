@@ -142,7 +142,8 @@ pub struct Config {
     #[arg(long, env = "SD_WORKER_MAX_STEPS", default_value_t = DEFAULT_MAX_STEPS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_steps: u32,
 
-    /// Most images one request may ask for (`n`, `num_images`, `batch_size`).
+    /// Most images one job may produce (`n`, `num_images`, A1111 `batch_size`). An A1111 call's
+    /// `n_iter` (at most 100, A1111's own limit) runs that many such jobs one after another.
     #[arg(long, env = "SD_WORKER_MAX_IMAGES", default_value_t = DEFAULT_MAX_IMAGES, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_images: u32,
 

@@ -14,6 +14,9 @@ pub struct DiffusersReport {
     pub diffusers: String,
     /// item -> median seconds
     pub median_s: BTreeMap<String, f64>,
+    /// item -> fastest run's seconds
+    #[serde(default)]
+    pub best_s: BTreeMap<String, f64>,
     /// item -> peak RSS bytes during that item (weights resident)
     #[serde(default)]
     pub peak_rss: BTreeMap<String, u64>,

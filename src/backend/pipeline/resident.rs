@@ -61,10 +61,17 @@ impl ResidentModels {
     /// Make room for one more model (called before loading it, so the evicted model's memory
     /// is free while the next one loads).
     pub fn make_room(&mut self) {
+        let mut evicted_any = false;
         while self.models.len() >= self.capacity {
             if let Some(evicted) = self.models.pop_back() {
                 tracing::info!(model = %evicted.title, "unloading least recently used model");
+                evicted_any = true;
             }
+        }
+        if evicted_any {
+            // The CPU allocator keeps freed memory for reuse (kernels/allocator.rs); a model's
+            // gigabytes of weights should go back to the OS instead.
+            crate::backend::kernels::release_free_memory();
         }
     }
 
