@@ -12,8 +12,8 @@
 //!
 //! What it costs: freed heap stays resident, and the VAE decoder's 128-256 MiB activations
 //! (above the mmap threshold) cannot reuse it. `kernels::release_free_memory` therefore hands
-//! it back, thread arenas included, before the decode and between the decoder's up blocks; with
-//! that, a 512² job peaks at 4.52 GiB (5.02 GiB when only `malloc_trim` ran before the decode).
+//! it back, thread arenas included, before each of the decoder's up blocks; with that, a 512²
+//! job peaks at 4.52 GiB (5.02 GiB when only `malloc_trim` ran before the decode).
 //! Buffers from 32 MiB up are fresh mappings each time; [`advise_huge_pages`] has them faulted in
 //! 2 MiB pages.
 
@@ -26,6 +26,13 @@ mod glibc {
     pub const TOP_PAD: libc::c_int = 256 << 20;
     /// While trimming eagerly: any free top of 128 KiB or more goes back (glibc's default).
     pub const EAGER_TRIM_THRESHOLD: libc::c_int = 128 << 10;
+
+    /// Sets how much free heap top glibc keeps (`M_TRIM_THRESHOLD`) and adds on each growth
+    /// (`M_TOP_PAD`); false if glibc refused either.
+    pub fn set_trimming(threshold: libc::c_int, top_pad: libc::c_int) -> bool {
+        // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
+        unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, threshold) == 1 && libc::mallopt(libc::M_TOP_PAD, top_pad) == 1 }
+    }
 }
 
 /// Whether [`tune_allocator`] took effect (the eager trimming then restores its values).
@@ -38,11 +45,7 @@ pub fn tune_allocator() {
     {
         use glibc::*;
         // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
-        let applied = unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-                && libc::mallopt(libc::M_TOP_PAD, TOP_PAD) == 1
-        };
+        let applied = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 } && set_trimming(TRIM_THRESHOLD, TOP_PAD);
         TUNED.store(applied, Ordering::Relaxed);
         if !applied {
             tracing::warn!("glibc refused the malloc tuning; tensor buffers will be re-faulted every step");
@@ -56,17 +59,9 @@ pub(super) fn trimming_eagerly(release: impl FnOnce()) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if TUNED.load(Ordering::Relaxed) {
         use glibc::*;
-        // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
-        unsafe {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, EAGER_TRIM_THRESHOLD);
-            libc::mallopt(libc::M_TOP_PAD, 0);
-        }
+        set_trimming(EAGER_TRIM_THRESHOLD, 0);
         release();
-        // SAFETY: as above.
-        unsafe {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-            libc::mallopt(libc::M_TOP_PAD, TOP_PAD);
-        }
+        set_trimming(TRIM_THRESHOLD, TOP_PAD);
         return;
     }
     release();

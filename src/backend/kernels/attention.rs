@@ -72,11 +72,7 @@ thread_local! {
 
 /// Frees this thread's score scratch.
 pub(super) fn release_thread_scratch() {
-    SCRATCH.with(|cell| {
-        if let Ok(mut scratch) = cell.try_borrow_mut() {
-            *scratch = Default::default();
-        }
-    });
+    super::cpu_tensor::release_thread_scratch(&SCRATCH);
 }
 
 fn run(s: &Shape, q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {

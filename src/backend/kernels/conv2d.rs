@@ -71,7 +71,7 @@ pub fn conv2d_layer(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
 /// diffusers' `Downsample2D` pads only bottom/right. Padding happens inside the im2col on CPU.
 pub fn conv2d_layer_padded(conv: &Conv2d, x: &Tensor, extra: Padding) -> Result<Tensor> {
     let cfg = conv.config();
-    if cfg.groups == 1 && cfg.dilation == 1 && is_cpu_f32(x) && is_cpu_f32(conv.weight()) {
+    if takes_kernel(conv, x) {
         let p = cfg.padding;
         let pad = Padding { top: p + extra.top, bottom: p + extra.bottom, left: p + extra.left, right: p + extra.right };
         return conv2d(x, conv.weight(), conv.bias(), cfg.stride, pad, Residual::None);
@@ -94,8 +94,8 @@ pub fn conv2d_layer_upsampled(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     let cfg = conv.config();
     let (c_out, w_c_in, kh, kw) = conv.weight().dims4()?;
     let shape = winograd::Shape { n, c_in, c_out, h: 2 * h, w: 2 * w };
-    let fusable = (cfg.groups, cfg.dilation) == (1, 1) && w_c_in == c_in && takes_winograd((kh, kw), cfg.stride, Padding::same(cfg.padding), &shape);
-    if !(fusable && is_cpu_f32(x) && is_cpu_f32(conv.weight())) {
+    let fusable = takes_kernel(conv, x) && w_c_in == c_in && takes_winograd((kh, kw), cfg.stride, Padding::same(cfg.padding), &shape);
+    if !fusable {
         let upsampled = {
             let _t = profile::timer("upsample");
             x.upsample_nearest2d(2 * h, 2 * w)?
@@ -112,6 +112,13 @@ pub fn conv2d_layer_upsampled(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     let mut out = zeroed(n * c_out * shape.h * shape.w);
     winograd::conv3x3_upsampled(variant, &shape, xd.slice(), wd.slice(), bd.as_ref().map(|b| b.slice()), &mut out);
     tensor_from_vec(out, (n, c_out, shape.h, shape.w))
+}
+
+/// Whether this layer on `x` runs through this file's CPU kernel: f32 on the CPU, no groups, no
+/// dilation (everything else keeps candle's conv).
+fn takes_kernel(conv: &Conv2d, x: &Tensor) -> bool {
+    let cfg = conv.config();
+    cfg.groups == 1 && cfg.dilation == 1 && is_cpu_f32(x) && is_cpu_f32(conv.weight())
 }
 
 /// Whether a convolution with this kernel, stride, padding and (output) shape runs as Winograd:
@@ -133,7 +140,7 @@ fn winograd_variant() -> winograd::Variant {
 /// residual, so the sum needs no extra tensor or pass (resnet skip connections).
 pub fn conv2d_layer_add(conv: &Conv2d, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
     let cfg = conv.config();
-    if cfg.groups == 1 && cfg.dilation == 1 && is_cpu_f32(x) && is_cpu_f32(conv.weight()) && is_cpu_f32(residual) {
+    if takes_kernel(conv, x) && is_cpu_f32(residual) {
         return conv2d(x, conv.weight(), conv.bias(), cfg.stride, Padding::same(cfg.padding), Residual::Copy(residual));
     }
     conv2d_layer(conv, x)? + residual
@@ -143,7 +150,7 @@ pub fn conv2d_layer_add(conv: &Conv2d, x: &Tensor, residual: &Tensor) -> Result<
 /// owns outright ([`write_owned`]): the resnet's output then reuses the skip path's buffer.
 pub fn conv2d_layer_add_owned(conv: &Conv2d, x: &Tensor, residual: Tensor) -> Result<Tensor> {
     let cfg = conv.config();
-    if cfg.groups == 1 && cfg.dilation == 1 && is_cpu_f32(x) && is_cpu_f32(conv.weight()) && is_cpu_f32(&residual) && residual.is_contiguous() {
+    if takes_kernel(conv, x) && is_cpu_f32(&residual) && residual.is_contiguous() {
         return conv2d(x, conv.weight(), conv.bias(), cfg.stride, Padding::same(cfg.padding), Residual::Owned(residual));
     }
     conv2d_layer(conv, x)? + residual
@@ -285,11 +292,7 @@ thread_local! {
 /// Frees this thread's im2col buffer (it grows to the largest call's size: ~24 MiB per thread
 /// for the UNet's 2560-channel 16x16 convolutions).
 pub(super) fn release_thread_scratch() {
-    COLUMNS.with(|cell| {
-        if let Ok(mut columns) = cell.try_borrow_mut() {
-            *columns = Vec::new();
-        }
-    });
+    super::cpu_tensor::release_thread_scratch(&COLUMNS);
 }
 
 fn run(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>, onto_residual: bool, out: &mut [f32]) {

@@ -1,6 +1,7 @@
 //! Borrowing the f32 data of a CPU tensor, and wrapping kernel output back into a tensor.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::thread::LocalKey;
 
 use candle_core::{bail, CpuStorage, DType, Device, InplaceOp1, Layout, Result, Shape, Storage, StorageRef, Tensor};
 
@@ -73,6 +74,15 @@ impl<F: FnOnce(&mut [f32]) -> Result<()>> InplaceOp1 for WriteOnce<F> {
             None => bail!("write_owned ran twice"),
         }
     }
+}
+
+/// Empties a kernel's per-thread scratch (`key`) on this thread, unless a kernel is using it.
+pub fn release_thread_scratch<T: Default>(key: &'static LocalKey<RefCell<T>>) {
+    key.with(|cell| {
+        if let Ok(mut scratch) = cell.try_borrow_mut() {
+            *scratch = T::default();
+        }
+    });
 }
 
 /// Output tensor from a kernel's buffer.

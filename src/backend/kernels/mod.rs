@@ -25,9 +25,9 @@ pub use simd::{log_cpu_kernels, simd_level, SimdLevel};
 /// Returns the memory the CPU kernels hold between calls: every thread's reused scratch
 /// buffers, then the heap's free pages (`malloc_trim`). For phase changes whose large buffers
 /// cannot reuse what the previous phase freed, because they are above glibc's 32 MiB mmap
-/// threshold and get fresh mappings: the VAE decode after sampling, and each of the decoder's
-/// up blocks (128-256 MiB activations at 512x512). Without it a 512x512 job's peak RSS carried
-/// ~250 MiB of freed, unusable heap. Costs a few milliseconds; the scratch regrows on next use.
+/// threshold and get fresh mappings: each of the VAE decoder's up blocks (128-256 MiB
+/// activations at 512x512), the first of them right after sampling. Without it a 512x512 job's
+/// peak RSS carried ~250 MiB of freed, unusable heap. Costs a few milliseconds; the scratch regrows on next use.
 pub fn release_free_memory() {
     allocator::trimming_eagerly(|| {
         let release_thread = || {

@@ -127,11 +127,7 @@ thread_local! {
 
 /// Frees this thread's transform buffers.
 pub(super) fn release_thread_scratch() {
-    SCRATCH.with(|cell| {
-        if let Ok(mut scratch) = cell.try_borrow_mut() {
-            *scratch = Default::default();
-        }
-    });
+    super::cpu_tensor::release_thread_scratch(&SCRATCH);
 }
 
 /// `out[n, c_out, h, w] (+)= conv3x3(x, weight) + bias` with stride 1 and zero padding 1; with

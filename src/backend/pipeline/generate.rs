@@ -49,9 +49,6 @@ pub fn decode(model: &SdModel, latents: &Tensor) -> candle_core::Result<RgbImage
         Some(shift) => (unscaled + shift)?,
         None => unscaled,
     };
-    if unscaled.device().is_cpu() {
-        crate::backend::kernels::release_free_memory();
-    }
     tensor_to_rgb(&model.vae.decode(&unscaled)?)
 }
 

@@ -63,9 +63,7 @@ impl ResnetBlock {
             conv_shortcut,
         })
     }
-}
 
-impl ResnetBlock {
     /// The block's output for `x`, taken by value: on CPU its buffer is reused, so it must be
     /// an activation the caller owns outright (see `kernels::cpu_tensor::write_owned`). The VAE
     /// passes only activations it created itself and holds no other handle to.
@@ -173,9 +171,7 @@ impl MidBlock {
             second: ResnetBlock::new(channels, channels, groups, vb.pp("resnets").pp("1"))?,
         })
     }
-}
 
-impl MidBlock {
     /// Takes `x` by value, as [`ResnetBlock::forward_owned`] does.
     pub fn forward_owned(&self, x: Tensor) -> Result<Tensor> {
         let mut h = self.first.forward_owned(x)?;

@@ -98,7 +98,8 @@ impl Module for Decoder {
         let mut h = self.mid_block.forward_owned(h)?;
         for block in &self.up_blocks {
             // Each block's activations are 4x the previous block's: hand back what the last one
-            // freed, which these larger (freshly mapped) buffers cannot reuse.
+            // (before the first block: the sampler) freed, which these larger (freshly mapped)
+            // buffers cannot reuse.
             if h.device().is_cpu() {
                 release_free_memory();
             }
